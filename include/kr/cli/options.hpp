@@ -1,0 +1,25 @@
+// Command line and INI config handling shared by every step.
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <string>
+
+#include "kr/core/json.hpp"
+
+namespace kr::cli {
+
+namespace po = boost::program_options;
+
+void add_common_options(po::options_description& options);
+
+// Stores the options of an INI file for `step`: top-level keys apply to every step
+// that has them, keys under [<step>] only to that step, other steps' sections are
+// skipped. An unknown key or section is a UsageError naming the file.
+void store_config_file(const std::string& path, const std::string& step, const po::options_description& options,
+                       po::variables_map& values);
+
+// Every option's resolved value (for run.json and config hashes).
+Json options_to_json(const po::variables_map& values);
+
+}  // namespace kr::cli

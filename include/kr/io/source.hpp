@@ -1,0 +1,37 @@
+// Real data set sources that `kr prepare` ingests: IDX directories, CIFAR binary
+// batches, MedMNIST .npz archives, and existing canonical HDF5 files.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kr/data/image_set.hpp"
+
+namespace kr::io {
+
+// Debian's dataset-fashion-mnist: the default source.
+constexpr const char* kDefaultSource = "/usr/share/datasets/fashion-mnist";
+
+struct SourceOptions {
+  std::string path = kDefaultSource;
+  std::string format = "auto";  // auto, idx, cifar10, cifar100, npz, h5
+  std::string name;             // empty: derived from the path
+  std::string hflip = "auto";   // auto, yes, no
+};
+
+struct Source {
+  data::DatasetInfo info;  // name, classes, class names, shape, hflip, source_sha256
+  data::ImageSet train;
+  std::optional<data::ImageSet> val;
+  data::ImageSet test;
+  std::vector<std::pair<std::string, std::string>> files;  // (path, sha256)
+};
+
+Source load_source(const SourceOptions& options);
+
+// The format `auto` resolves to for `path`.
+std::string detect_format(const std::string& path);
+
+}  // namespace kr::io

@@ -1,0 +1,28 @@
+// run.json: what ran, where, with which settings and inputs, and how it ended.
+#pragma once
+
+#include <string>
+
+#include "kr/core/json.hpp"
+#include "kr/steps/step.hpp"
+
+namespace kr::steps {
+
+class RunRecord {
+ public:
+  // Collective (gathers host names). Rank 0 writes <run_dir>/run.json with status "running".
+  RunRecord(Context& context, std::string run_dir);
+  void add_input(const std::string& role, const std::string& path);  // records its sha256
+  void set(const std::string& key, Json value);
+  // Rank 0 rewrites run.json with the end time and status.
+  void finish(const std::string& status);
+  const std::string& run_dir() const { return run_dir_; }
+
+ private:
+  void write();
+  Context& context_;
+  std::string run_dir_;
+  Json record_;
+};
+
+}  // namespace kr::steps

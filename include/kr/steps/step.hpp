@@ -1,0 +1,57 @@
+// A job step (`kr <step>`): its options and its body. The cli layer parses
+// options and starts MPI; a step only reads its Context.
+#pragma once
+
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kr/core/json.hpp"
+#include "kr/train/threads.hpp"
+
+namespace kr::comm {
+class Communicator;
+class MpiRuntime;
+}  // namespace kr::comm
+
+namespace kr::steps {
+
+namespace po = boost::program_options;
+
+struct Context {
+  comm::Communicator& comm;
+  const comm::MpiRuntime& runtime;
+  const po::variables_map& options;
+  Json config;  // every resolved option, for run.json and config hashes
+  train::ThreadSettings threads;
+  std::string step;
+
+  template <typename T>
+  T get(const std::string& name) const {
+    return options[name].as<T>();
+  }
+  bool has(const std::string& name) const { return options.count(name) && !options[name].defaulted(); }
+  std::string workdir() const { return get<std::string>("workdir"); }
+  // `--<name>` when given, else <workdir>/<fallback>.
+  std::string path_option(const std::string& name, const std::string& fallback) const;
+};
+
+struct Step {
+  std::string name;
+  std::string summary;
+  std::function<void(po::options_description&)> add_options;
+  std::function<int(Context&)> run;
+};
+
+const std::vector<Step>& registry();
+const Step* find_step(const std::string& name);
+
+// sha256 over the resolved options except the operational ones (paths, threads,
+// resume and checkpoint cadence, fault injection): two runs with the same hash
+// compute the same thing.
+std::string config_hash(const Json& config, const std::vector<std::string>& extra_ignored = {});
+
+}  // namespace kr::steps

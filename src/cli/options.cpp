@@ -1,0 +1,106 @@
+#include "kr/cli/options.hpp"
+
+#include <fstream>
+
+#include "kr/core/error.hpp"
+#include "kr/steps/step.hpp"
+
+namespace kr::cli {
+
+void add_common_options(po::options_description& options) {
+  options.add_options()
+      ("help,h", "show this step's options")
+      ("config", po::value<std::string>()->default_value(""), "INI file of options (command line wins)")
+      ("workdir", po::value<std::string>()->default_value("runs/default"),
+       "pipeline directory: every step reads and writes below it")
+      ("seed", po::value<std::uint64_t>()->default_value(0), "run seed for every random stream")
+      ("threads", po::value<int>()->default_value(0),
+       "intra-op threads per rank (0: SLURM_CPUS_PER_TASK, else this process's CPUs / local ranks)")
+      ("comm", po::value<std::string>()->default_value("auto"), "communicator: auto, mpi, self, nccl")
+      ("comm-timeout", po::value<double>()->default_value(600.0),
+       "abort the job when a collective waits longer than this (seconds)")
+      ("comm-warn", po::value<double>()->default_value(60.0), "warn when a collective waits this long (seconds)")
+      ("umask", po::value<std::string>()->default_value("077"),
+       "file creation mask, octal (077: outputs private to you; 027 to share with your group)");
+}
+
+namespace {
+
+bool any_step_has(const std::string& name) {
+  for (const auto& step : steps::registry()) {
+    po::options_description options;
+    step.add_options(options);
+    if (options.find_nothrow(name, false)) return true;
+  }
+  po::options_description common;
+  add_common_options(common);
+  return common.find_nothrow(name, false) != nullptr;
+}
+
+}  // namespace
+
+void store_config_file(const std::string& path, const std::string& step, const po::options_description& options,
+                       po::variables_map& values) {
+  std::ifstream in(path);
+  if (!in) throw UsageError(path + ": cannot open config file");
+  po::parsed_options parsed(nullptr);
+  try {
+    parsed = po::parse_config_file(in, po::options_description(), true);
+  } catch (const po::error& error) {
+    throw UsageError(path + ": " + error.what());
+  }
+  po::parsed_options kept(&options);
+  for (const auto& option : parsed.options) {
+    const auto& key = option.string_key;
+    const auto dot = key.find('.');
+    std::string name = key;
+    const bool sectioned = dot != std::string::npos;
+    if (sectioned) {
+      const std::string section = key.substr(0, dot);
+      name = key.substr(dot + 1);
+      if (section != step) {
+        if (!steps::find_step(section)) throw UsageError(path + ": unknown section [" + section + "]");
+        continue;
+      }
+    }
+    if (name == "config") throw UsageError(path + ": a config file cannot name another config file");
+    if (options.find_nothrow(name, false)) {
+      po::option copy = option;
+      copy.string_key = name;
+      copy.unregistered = false;
+      kept.options.push_back(copy);
+    } else if (sectioned || !any_step_has(name)) {
+      throw UsageError(path + ": unknown option '" + name + "'" + (sectioned ? " in [" + step + "]" : ""));
+    }
+  }
+  try {
+    po::store(kept, values);
+  } catch (const po::error& error) {
+    throw UsageError(path + ": " + error.what());
+  }
+}
+
+Json options_to_json(const po::variables_map& values) {
+  Json out = Json::object();
+  for (const auto& [name, value] : values) {
+    const auto& any = value.value();
+    if (any.empty()) continue;
+    const auto& type = any.type();
+    if (type == typeid(std::string)) {
+      out[name] = boost::any_cast<std::string>(any);
+    } else if (type == typeid(std::int64_t)) {
+      out[name] = boost::any_cast<std::int64_t>(any);
+    } else if (type == typeid(std::uint64_t)) {
+      out[name] = boost::any_cast<std::uint64_t>(any);
+    } else if (type == typeid(int)) {
+      out[name] = boost::any_cast<int>(any);
+    } else if (type == typeid(double)) {
+      out[name] = boost::any_cast<double>(any);
+    } else if (type == typeid(bool)) {
+      out[name] = boost::any_cast<bool>(any);
+    }
+  }
+  return out;
+}
+
+}  // namespace kr::cli

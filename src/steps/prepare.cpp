@@ -1,0 +1,133 @@
+// `kr prepare`: ingest a real data set into the canonical HDF5 file.
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "kr/comm/communicator.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/log.hpp"
+#include "kr/core/sha256.hpp"
+#include "kr/data/split.hpp"
+#include "kr/io/dataset_file.hpp"
+#include "kr/io/source.hpp"
+#include "kr/steps/root_only.hpp"
+#include "kr/steps/run_record.hpp"
+#include "kr/steps/step.hpp"
+
+namespace kr::steps {
+
+namespace {
+
+void add_prepare_options(po::options_description& options) {
+  options.add_options()
+      ("source", po::value<std::string>()->default_value(io::kDefaultSource),
+       "data set to ingest: IDX directory, CIFAR batch directory, MedMNIST .npz, or a kr .h5 file")
+      ("format", po::value<std::string>()->default_value("auto"), "auto, idx, cifar10, cifar100, npz, h5")
+      ("name", po::value<std::string>()->default_value(""), "data set name (default: from the source path)")
+      ("hflip", po::value<std::string>()->default_value("auto"),
+       "whether horizontal flips are a valid augmentation: auto (per known data set), yes, no")
+      ("out", po::value<std::string>()->default_value(""), "output file (default: <workdir>/data/data.h5)")
+      ("overwrite", po::bool_switch(), "replace an existing output file")
+      ("val-size", po::value<std::int64_t>()->default_value(5000),
+       "images carved from train into val (class-stratified) when the source has no val split")
+      ("split-seed", po::value<std::uint64_t>()->default_value(0), "seed of the val split and of the limits")
+      ("train-limit", po::value<std::int64_t>()->default_value(0), "keep this many train images, stratified (0: all)")
+      ("per-class-limit", po::value<std::int64_t>()->default_value(0), "keep at most this many train images per class (0: all)")
+      ("val-limit", po::value<std::int64_t>()->default_value(0), "keep this many val images, stratified (0: all)")
+      ("test-limit", po::value<std::int64_t>()->default_value(0), "keep this many test images, stratified (0: all)");
+}
+
+data::ImageSet stratified_subset(const data::ImageSet& set, std::int64_t classes, std::int64_t limit,
+                                 std::uint64_t seed) {
+  if (limit <= 0 || limit >= set.size()) return set;
+  return data::take(set, data::stratified_choice(set.labels, classes, limit, seed).first);
+}
+
+data::Dataset build_dataset(const io::Source& source, const Context& context) {
+  data::Dataset dataset;
+  dataset.info = source.info;
+  const auto seed = context.get<std::uint64_t>("split-seed");
+  dataset.info.split_seed = seed;
+  const auto classes = dataset.info.classes;
+  dataset.test = source.test;
+  if (source.val) {
+    dataset.train = source.train;
+    dataset.val = *source.val;
+  } else {
+    const auto val_size = context.get<std::int64_t>("val-size");
+    if (val_size <= 0 || val_size >= source.train.size()) {
+      throw UsageError("--val-size " + std::to_string(val_size) + " must be between 1 and the " +
+                       std::to_string(source.train.size() - 1) + " train images");
+    }
+    auto [val, train] = data::stratified_choice(source.train.labels, classes, val_size, seed);
+    dataset.val = data::take(source.train, val);
+    dataset.train = data::take(source.train, train);
+  }
+  const auto per_class = context.get<std::int64_t>("per-class-limit");
+  if (per_class > 0) dataset.train = data::take(dataset.train, data::per_class_choice(dataset.train.labels, classes, per_class, seed));
+  dataset.train = stratified_subset(dataset.train, classes, context.get<std::int64_t>("train-limit"), seed + 1);
+  dataset.val = stratified_subset(dataset.val, classes, context.get<std::int64_t>("val-limit"), seed + 2);
+  dataset.test = stratified_subset(dataset.test, classes, context.get<std::int64_t>("test-limit"), seed + 3);
+  return dataset;
+}
+
+int run_prepare(Context& context) {
+  const std::string out = context.path_option("out", "data/data.h5");
+  const bool overwrite = context.get<bool>("overwrite");
+  RunRecord record(context, parent_dir(out));
+  const auto start = std::chrono::steady_clock::now();
+  run_on_root(context.comm, [&] {
+    if (path_exists(out) && !overwrite) {
+      throw Error(out + ": output exists; pass --overwrite to replace it");
+    }
+    io::SourceOptions options;
+    options.path = context.get<std::string>("source");
+    options.format = context.get<std::string>("format");
+    options.name = context.get<std::string>("name");
+    options.hflip = context.get<std::string>("hflip");
+    if (options.hflip != "auto" && options.hflip != "yes" && options.hflip != "no") {
+      throw UsageError("--hflip must be auto, yes or no");
+    }
+    const io::Source source = io::load_source(options);
+    const data::Dataset dataset = build_dataset(source, context);
+    make_dirs(parent_dir(out));
+    io::write_dataset(dataset, out);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    Json summary{{"name", dataset.info.name},
+                 {"classes", dataset.info.classes},
+                 {"shape", {dataset.info.channels, dataset.info.height, dataset.info.width}},
+                 {"hflip", dataset.info.hflip},
+                 {"train", dataset.train.size()},
+                 {"val", dataset.val.size()},
+                 {"test", dataset.test.size()},
+                 {"train_per_class", data::class_counts(dataset.train.labels, dataset.info.classes)},
+                 {"val_per_class", data::class_counts(dataset.val.labels, dataset.info.classes)},
+                 {"test_per_class", data::class_counts(dataset.test.labels, dataset.info.classes)},
+                 {"source_sha256", dataset.info.source_sha256},
+                 {"split_seed", dataset.info.split_seed},
+                 {"seconds", seconds},
+                 {"output", out}};
+    Json files = Json::array();
+    for (const auto& [path, sha] : source.files) files.push_back(Json{{"path", path}, {"sha256", sha}});
+    record.set("source_files", files);
+    record.set("results", summary);
+    record.set("outputs", Json{{"data", Json{{"path", out}, {"sha256", sha256_file(out)}}}});
+    log::info("prepare: " + dataset.info.name + " -> " + out + ": train " + std::to_string(dataset.train.size()) +
+              ", val " + std::to_string(dataset.val.size()) + ", test " + std::to_string(dataset.test.size()) +
+              " images of " + std::to_string(dataset.info.channels) + "x" + std::to_string(dataset.info.height) +
+              "x" + std::to_string(dataset.info.width) + ", " + std::to_string(dataset.info.classes) +
+              " classes, " + std::to_string(seconds).substr(0, 5) + " s");
+  });
+  record.finish("complete");
+  return 0;
+}
+
+}  // namespace
+
+Step prepare_step() {
+  return Step{"prepare", "ingest a real data set into the canonical HDF5 file (train/val/test)",
+              add_prepare_options, run_prepare};
+}
+
+}  // namespace kr::steps

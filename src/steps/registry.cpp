@@ -1,0 +1,21 @@
+#include "kr/steps/step.hpp"
+
+namespace kr::steps {
+
+Step prepare_step();
+Step train_teacher_step();
+Step bench_step();
+
+const std::vector<Step>& registry() {
+  static const std::vector<Step> steps = {prepare_step(), train_teacher_step(), bench_step()};
+  return steps;
+}
+
+const Step* find_step(const std::string& name) {
+  for (const auto& step : registry()) {
+    if (step.name == name) return &step;
+  }
+  return nullptr;
+}
+
+}  // namespace kr::steps

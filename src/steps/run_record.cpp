@@ -1,0 +1,71 @@
+#include "kr/steps/run_record.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+
+#include "kr/comm/communicator.hpp"
+#include "kr/comm/mpi_runtime.hpp"
+#include "kr/config.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/sha256.hpp"
+
+extern char** environ;
+
+namespace kr::steps {
+
+namespace {
+std::string now_iso() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+}  // namespace
+
+RunRecord::RunRecord(Context& context, std::string run_dir) : context_(context), run_dir_(std::move(run_dir)) {
+  const auto hosts = context.runtime.all_hostnames();
+  record_["step"] = context.step;
+  record_["status"] = "running";
+  record_["kr_version"] = KR_VERSION;
+  record_["git_describe"] = KR_GIT_DESCRIBE;
+  record_["start_time"] = now_iso();
+  record_["world_size"] = context.comm.size();
+  record_["communicator"] = context.comm.backend();
+  record_["hostnames"] = hosts;
+  record_["threads"] = context.threads.to_json();
+  Json slurm = Json::object();
+  for (char** variable = environ; *variable; ++variable) {
+    const std::string entry = *variable;
+    if (entry.rfind("SLURM_", 0) != 0) continue;
+    const auto equals = entry.find('=');
+    slurm[entry.substr(0, equals)] = entry.substr(equals + 1);
+  }
+  record_["slurm"] = slurm;
+  record_["config"] = context.config;
+  record_["config_hash"] = config_hash(context.config);
+  record_["inputs"] = Json::object();
+  if (context.comm.rank() == 0) {
+    make_dirs(run_dir_);
+    write();
+  }
+}
+
+void RunRecord::add_input(const std::string& role, const std::string& path) {
+  if (context_.comm.rank() != 0) return;
+  record_["inputs"][role] = Json{{"path", path}, {"sha256", sha256_file(path)}};
+}
+
+void RunRecord::set(const std::string& key, Json value) { record_[key] = std::move(value); }
+
+void RunRecord::finish(const std::string& status) {
+  record_["status"] = status;
+  record_["end_time"] = now_iso();
+  if (context_.comm.rank() == 0) write();
+}
+
+void RunRecord::write() { write_file_atomic(run_dir_ + "/run.json", record_.dump(2) + "\n"); }
+
+}  // namespace kr::steps

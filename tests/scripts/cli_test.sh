@@ -1,0 +1,58 @@
+# Command line: usage, unknown steps and options, bad values, config files, prepare errors.
+source "$(dirname "$0")/lib.sh"
+
+expect_exit 0 "$KR" --help
+expect_output "train-teacher"
+expect_exit 2 "$KR"
+expect_exit 2 "$KR" no-such-step
+expect_output "unknown step 'no-such-step'"
+expect_exit 0 "$KR" prepare --help
+expect_output "--val-size"
+expect_exit 2 "$KR" prepare --no-such-option
+expect_output "no-such-option"
+expect_exit 2 "$KR" train-teacher --epochs many
+expect_output "epochs"
+expect_exit 2 "$KR" prepare --umask 999
+pass "usage errors exit 2"
+
+printf 'seed = 3\n[train-teacher]\nepochs = 2\n[prepare]\nbogus = 1\n' > "$WORK/bad.ini"
+expect_exit 2 "$KR" prepare --config "$WORK/bad.ini"
+expect_output "unknown option 'bogus'"
+printf '[nonsense]\nx = 1\n' > "$WORK/bad2.ini"
+expect_exit 2 "$KR" prepare --config "$WORK/bad2.ini"
+expect_output "unknown section"
+pass "config file errors name the file and key"
+
+expect_exit 1 "$KR" prepare --workdir "$WORK/w" --source "$WORK/missing"
+expect_output "$WORK/missing"
+[[ ! -e "$WORK/w/data/data.h5" ]] || fail "output left behind after a failed prepare"
+
+make_tiny_source "$WORK/src"
+printf 'train-images-idx3-ubyte.gz is not gzip' > "$WORK/bad_magic"
+mkdir -p "$WORK/corrupt" && cp "$WORK/src"/* "$WORK/corrupt/"
+python3 -c "import sys; d=bytearray(open(sys.argv[1],'rb').read()); d[3]=1; open(sys.argv[1],'wb').write(d)" \
+  "$WORK/corrupt/t10k-labels-idx1-ubyte.gz"
+expect_exit 1 "$KR" prepare --workdir "$WORK/c" --source "$WORK/corrupt"
+expect_output "t10k-labels-idx1-ubyte.gz"
+ls "$WORK/c/data" 2>/dev/null | grep -q "data.h5" && fail "corrupt source left an output file"
+pass "bad sources fail cleanly and leave no output"
+
+printf 'val-size = 200\n[prepare]\nsplit-seed = 4\n' > "$WORK/good.ini"
+expect_exit 0 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src" --config "$WORK/good.ini" --name tiny
+[[ "$(json_field "$WORK/w/data/run.json" status)" == complete ]] || fail "run.json not complete"
+python3 - "$WORK/w/data/run.json" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))
+assert run["config"]["val-size"] == 200, run["config"]
+assert run["config"]["split-seed"] == 4, run["config"]
+assert run["results"]["val"] == 200 and run["results"]["train"] == 1000, run["results"]
+assert run["world_size"] == 1 and run["hostnames"]
+PY
+perm=$(stat -c %a "$WORK/w/data/data.h5")
+[[ "$perm" == 600 ]] || fail "data.h5 has mode $perm, expected 600"
+[[ "$(stat -c %a "$WORK/w/data")" == 700 ]] || fail "data dir is not private"
+expect_exit 1 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src"
+expect_output "output exists"
+expect_exit 0 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src" --overwrite --train-limit 300 --val-size 200
+pass "prepare writes a private file, run.json, and refuses to overwrite"
+echo "cli_test: all passed"

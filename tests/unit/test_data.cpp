@@ -1,0 +1,135 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+#include "fixtures.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/keyed_rng.hpp"
+#include "kr/data/augment.hpp"
+#include "kr/data/split.hpp"
+#include "kr/io/dataset_file.hpp"
+
+using kr::test::TempDir;
+
+namespace {
+kr::data::ImageSet make_set(std::int64_t count, std::int64_t classes) {
+  auto images = torch::randint(0, 256, {count, 1, 8, 8}, torch::kInt64).to(torch::kUInt8);
+  auto labels = torch::arange(count, torch::kInt64).remainder(classes);
+  return {images, labels};
+}
+}  // namespace
+
+TEST(KeyedRng, StreamsDependOnEveryKeyPart) {
+  const auto base = kr::stream_key(1, kr::Purpose::crop, 2, 3);
+  EXPECT_EQ(base, kr::stream_key(1, kr::Purpose::crop, 2, 3));
+  EXPECT_NE(base, kr::stream_key(2, kr::Purpose::crop, 2, 3));
+  EXPECT_NE(base, kr::stream_key(1, kr::Purpose::flip, 2, 3));
+  EXPECT_NE(base, kr::stream_key(1, kr::Purpose::crop, 3, 3));
+  EXPECT_NE(base, kr::stream_key(1, kr::Purpose::crop, 2, 4));
+}
+
+TEST(KeyedRng, BelowIsUniformEnough) {
+  kr::KeyedRng rng(42);
+  std::vector<int> counts(5, 0);
+  for (int i = 0; i < 50000; ++i) ++counts[rng.below(5)];
+  for (int count : counts) EXPECT_NEAR(count, 10000, 400);
+}
+
+TEST(Split, QuotasAreProportionalAndExact) {
+  const auto quotas = kr::data::stratified_quotas({6000, 6000, 3000}, 5000);
+  EXPECT_EQ(quotas[0] + quotas[1] + quotas[2], 5000);
+  EXPECT_EQ(quotas[0], 2000);
+  EXPECT_EQ(quotas[2], 1000);
+  EXPECT_THROW(kr::data::stratified_quotas({1, 1}, 3), kr::Error);
+}
+
+TEST(Split, StratifiedChoiceIsSeededDisjointAndBalanced) {
+  auto set = make_set(1000, 10);
+  auto [chosen, rest] = kr::data::stratified_choice(set.labels, 10, 100, 7);
+  auto again = kr::data::stratified_choice(set.labels, 10, 100, 7).first;
+  auto other = kr::data::stratified_choice(set.labels, 10, 100, 8).first;
+  EXPECT_EQ(chosen, again);
+  EXPECT_NE(chosen, other);
+  EXPECT_EQ(chosen.size() + rest.size(), 1000u);
+  std::set<std::int64_t> all(chosen.begin(), chosen.end());
+  for (auto index : rest) EXPECT_EQ(all.count(index), 0u);
+  auto counts = kr::data::class_counts(kr::data::take(set, chosen).labels, 10);
+  for (auto count : counts) EXPECT_EQ(count, 10);
+}
+
+TEST(Split, PerClassLimit) {
+  auto set = make_set(100, 4);
+  auto chosen = kr::data::per_class_choice(set.labels, 4, 3, 1);
+  auto counts = kr::data::class_counts(kr::data::take(set, chosen).labels, 4);
+  for (auto count : counts) EXPECT_EQ(count, 3);
+}
+
+TEST(Augment, SampleDoesNotDependOnBatchPosition) {
+  auto set = make_set(16, 2);
+  kr::data::Augment augment{2, true};
+  auto batch = kr::data::assemble_batch(set, {3, 9, 5}, augment, 11, 4);
+  auto single = kr::data::assemble_batch(set, {9}, augment, 11, 4);
+  EXPECT_TRUE(batch[1].equal(single[0]));
+  auto other_epoch = kr::data::assemble_batch(set, {3, 9, 5}, augment, 11, 5);
+  EXPECT_FALSE(batch.equal(other_epoch));
+}
+
+TEST(Augment, NoAugmentationIsPlainScaling) {
+  auto set = make_set(4, 2);
+  auto batch = kr::data::assemble_batch(set, {0, 1, 2, 3}, kr::data::Augment{}, 0, 0);
+  EXPECT_TRUE(batch.allclose(kr::data::to_float(set.images)));
+  EXPECT_LE(batch.max().item<float>(), 1.0f);
+  EXPECT_GE(batch.min().item<float>(), -1.0f);
+}
+
+TEST(DatasetFile, RoundTrip) {
+  TempDir dir;
+  kr::data::Dataset dataset;
+  dataset.info = {"toy", 3, {"a", "b", "c"}, 1, 8, 8, true, "abc", 5};
+  dataset.train = make_set(30, 3);
+  dataset.val = make_set(9, 3);
+  dataset.test = make_set(6, 3);
+  kr::io::write_dataset(dataset, dir / "data.h5");
+  auto loaded = kr::io::read_dataset(dir / "data.h5");
+  EXPECT_EQ(loaded.info.name, "toy");
+  EXPECT_EQ(loaded.info.class_names, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(loaded.info.hflip);
+  EXPECT_EQ(loaded.info.split_seed, 5u);
+  EXPECT_TRUE(loaded.train.images.equal(dataset.train.images));
+  EXPECT_TRUE(loaded.test.labels.equal(dataset.test.labels));
+  // Nothing but the final file is left in the directory.
+  int entries = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) entries += entry.exists();
+  EXPECT_EQ(entries, 1);
+}
+
+TEST(DatasetFile, FailedWriteLeavesNothing) {
+  TempDir dir;
+  kr::data::Dataset dataset;
+  dataset.info = {"toy", 2, {"a", "b"}, 1, 8, 8, false, "", 0};
+  dataset.train = make_set(10, 3);  // label 2 is out of range for 2 classes
+  dataset.val = make_set(4, 2);
+  dataset.test = make_set(4, 2);
+  EXPECT_THROW(kr::io::write_dataset(dataset, dir / "data.h5"), kr::Error);
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST(DatasetFile, TruncatedFileIsAnError) {
+  TempDir dir;
+  kr::data::Dataset dataset;
+  dataset.info = {"toy", 3, {"a", "b", "c"}, 1, 8, 8, false, "", 0};
+  dataset.train = make_set(3000, 3);
+  dataset.val = make_set(9, 3);
+  dataset.test = make_set(6, 3);
+  kr::io::write_dataset(dataset, dir / "data.h5");
+  const auto bytes = kr::read_file(dir / "data.h5");
+  kr::test::write_bytes(dir / "cut.h5", bytes.substr(0, bytes.size() / 2));
+  try {
+    kr::io::read_dataset(dir / "cut.h5");
+    FAIL() << "truncated file was read";
+  } catch (const kr::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("cut.h5"), std::string::npos) << error.what();
+  }
+}

@@ -1,0 +1,211 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "fixtures.hpp"
+#include "kr/comm/self_communicator.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/nn/resnet.hpp"
+#include "kr/nn/serialize.hpp"
+#include "kr/train/checkpoint.hpp"
+#include "kr/train/data_parallel.hpp"
+#include "kr/train/sampler.hpp"
+#include "kr/train/trainer.hpp"
+
+using kr::test::TempDir;
+
+TEST(ResNet20, ParameterCountMatchesArchitecturesDoc) {
+  kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, 16});
+  EXPECT_EQ(kr::nn::parameter_count(*model), 272186);
+  auto logits = model->forward(torch::randn({2, 1, 28, 28}));
+  EXPECT_EQ(logits.sizes(), (std::vector<std::int64_t>{2, 10}));
+  EXPECT_EQ(model->features(torch::randn({2, 1, 28, 28})).size(1), 64);
+}
+
+TEST(ResNet20, ChannelsLastGivesTheSameOutput) {
+  torch::manual_seed(3);
+  kr::nn::ResNet20 model(kr::nn::ResNetShape{3, 5, 8});
+  model->eval();
+  auto images = torch::randn({4, 3, 32, 32});
+  auto reference = model->forward(images);
+  kr::nn::to_channels_last(*model);
+  auto nhwc = model->forward(images.contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(reference.allclose(nhwc, 1e-4, 1e-5));
+}
+
+TEST(Sampler, RanksPartitionEachGlobalBatch) {
+  kr::train::DistributedSampler one(100, 20, 0, 1, 9);
+  kr::train::DistributedSampler first(100, 20, 0, 2, 9);
+  kr::train::DistributedSampler second(100, 20, 1, 2, 9);
+  EXPECT_EQ(one.steps_per_epoch(), 5);
+  for (std::int64_t step = 0; step < 5; ++step) {
+    auto global = one.global_indices(3, step);
+    auto a = first.local_indices(3, step);
+    auto b = second.local_indices(3, step);
+    a.insert(a.end(), b.begin(), b.end());
+    EXPECT_EQ(a, global);
+  }
+  const auto epoch0 = one.permutation(0);
+  EXPECT_NE(epoch0, one.permutation(1));
+  std::set<std::int64_t> seen(one.permutation(4).begin(), one.permutation(4).end());
+  EXPECT_EQ(seen.size(), 100u);
+  EXPECT_THROW(kr::train::DistributedSampler(100, 21, 0, 2, 0), kr::UsageError);
+}
+
+TEST(Sampler, ShardRangesAreDisjointAndCover) {
+  std::int64_t covered = 0;
+  for (int r = 0; r < 3; ++r) {
+    auto range = kr::train::shard_range(10, r, 3);
+    EXPECT_EQ(range.begin, covered);
+    covered = range.end;
+  }
+  EXPECT_EQ(covered, 10);
+}
+
+TEST(DataParallel, FirstBucketIsSmallThenLarger) {
+  kr::comm::SelfCommunicator comm;
+  torch::nn::Sequential model(torch::nn::Linear(512, 512), torch::nn::Linear(512, 512), torch::nn::Linear(512, 10));
+  kr::train::DataParallel parallel(comm, *model, 25.0, 1.0);
+  const auto sizes = parallel.bucket_sizes();
+  ASSERT_EQ(sizes.size(), 2u);
+  // Reverse order: the last layer (5130) plus the next weight crosses 1 MiB and closes bucket one.
+  EXPECT_EQ(sizes[0], 5130 + 512 + 512 * 512);
+  std::int64_t total = 0;
+  for (auto size : sizes) total += size;
+  EXPECT_EQ(total, kr::nn::parameter_count(*model));
+}
+
+namespace {
+
+// A tiny regression task without BatchNorm for exact trajectory comparisons.
+class TinyTask final : public kr::train::TrainTask {
+ public:
+  explicit TinyTask(kr::comm::Communicator& comm)
+      : model_(torch::nn::Linear(4, 3), torch::nn::Tanh(), torch::nn::Linear(3, 1)),
+        optimizer_(model_->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9)),
+        parallel_(comm, *model_) {
+    torch::manual_seed(0);
+    inputs_ = torch::randn({64, 4});
+    targets_ = inputs_.sum(1, true).sin();
+  }
+  std::int64_t dataset_size() const override { return 64; }
+  kr::train::StepOutput train_step(const std::vector<std::int64_t>& local, const kr::train::StepInfo&) override {
+    auto index = torch::tensor(local, torch::kInt64);
+    optimizer_.zero_grad();
+    auto loss = torch::mse_loss(model_->forward(inputs_.index_select(0, index)), targets_.index_select(0, index));
+    loss.backward();
+    parallel_.synchronize_gradients();
+    optimizer_.step();
+    return {loss.item<double>(), static_cast<std::int64_t>(local.size())};
+  }
+  kr::Json evaluate(std::int64_t) override {
+    torch::NoGradGuard guard;
+    return kr::Json{{"val_accuracy", -torch::mse_loss(model_->forward(inputs_), targets_).item<double>()}};
+  }
+  kr::train::CheckpointItems checkpoint_items() override {
+    return {{{"model", model_.ptr().get()}}, {{"optimizer", &optimizer_}}};
+  }
+  std::string state() { return kr::nn::state_sha256(*model_); }
+
+ private:
+  torch::nn::Sequential model_;
+  torch::optim::SGD optimizer_;
+  kr::train::DataParallel parallel_;
+  at::Tensor inputs_, targets_;
+};
+
+kr::train::TrainerOptions tiny_options(const std::string& dir) {
+  kr::train::TrainerOptions options;
+  options.epochs = 3;
+  options.global_batch = 8;
+  options.seed = 5;
+  options.checkpoint_dir = dir;
+  options.progress_every = 0;
+  options.keep = 2;
+  return options;
+}
+
+std::string train_tiny(const kr::train::TrainerOptions& options, bool* preempted = nullptr) {
+  kr::comm::SelfCommunicator comm;
+  torch::manual_seed(1);
+  TinyTask task(comm);
+  kr::train::CheckpointManager checkpoints(comm, options.checkpoint_dir, options.keep, {"cfg", 1, 1, 0, -1},
+                                           kr::Json::object());
+  auto outcome = kr::train::run_training(comm, task, options, checkpoints);
+  if (preempted) *preempted = outcome.preempted;
+  return task.state();
+}
+
+}  // namespace
+
+TEST(Trainer, StopAndResumeIsBitExact) {
+  TempDir dir;
+  const auto uninterrupted = train_tiny(tiny_options(dir / "a"));
+  auto options = tiny_options(dir / "b");
+  options.stop_at_step = 11;  // mid-epoch 2 (8 steps per epoch)
+  bool preempted = false;
+  train_tiny(options, &preempted);
+  EXPECT_TRUE(preempted);
+  options.stop_at_step = -1;
+  EXPECT_EQ(train_tiny(options, &preempted), uninterrupted);
+  EXPECT_FALSE(preempted);
+}
+
+TEST(Trainer, KeepsLatestAndBestWhilePruning) {
+  TempDir dir;
+  auto options = tiny_options(dir / "ckpt");
+  options.checkpoint_every_steps = 2;
+  options.keep = 1;
+  train_tiny(options);
+  std::set<std::string> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "ckpt")) kept.insert(entry.path().filename());
+  EXPECT_TRUE(kept.count("latest"));
+  EXPECT_TRUE(kept.count("best"));
+  const auto latest = kr::read_file(dir / "ckpt/latest");
+  EXPECT_TRUE(kept.count(latest.substr(0, latest.size() - 1)));
+  EXPECT_LE(kept.size(), 4u);  // latest, best, and the (at most two) checkpoints they name
+}
+
+TEST(Checkpoint, FlippedByteIsDetectedAndOlderGoodOneNamed) {
+  TempDir dir;
+  auto options = tiny_options(dir / "ckpt");
+  options.keep = 5;
+  train_tiny(options);
+  const auto latest_name = kr::read_file(dir / "ckpt/latest");
+  const std::string latest = dir / ("ckpt/" + latest_name.substr(0, latest_name.size() - 1));
+  auto bytes = kr::read_file(latest + "/model.pt");
+  bytes[bytes.size() / 2] ^= 0x01;
+  kr::test::write_bytes(latest + "/model.pt", bytes);
+  EXPECT_NE(kr::train::CheckpointManager::verify(latest).find("fails its checksum"), std::string::npos);
+  kr::comm::SelfCommunicator comm;
+  kr::train::CheckpointManager manager(comm, dir / "ckpt", 5, {"cfg", 1, 1, 0, -1}, kr::Json::object());
+  try {
+    manager.find_latest(false);
+    FAIL() << "corrupt checkpoint accepted";
+  } catch (const kr::Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("is corrupt"), std::string::npos) << message;
+    EXPECT_NE(message.find("step_00000016"), std::string::npos) << message;  // the epoch-2 checkpoint
+  }
+}
+
+TEST(Checkpoint, ForeignConfigurationAndWorldSizeAreRefused) {
+  TempDir dir;
+  train_tiny(tiny_options(dir / "ckpt"));
+  kr::comm::SelfCommunicator comm;
+  kr::train::CheckpointManager other(comm, dir / "ckpt", 2, {"different", 1, 1, 0, -1}, kr::Json::object());
+  EXPECT_THROW(other.find_latest(false), kr::Error);
+  kr::train::CheckpointManager wider(comm, dir / "ckpt", 2, {"cfg", 4, 1, 0, -1}, kr::Json::object());
+  try {
+    wider.find_latest(false);
+    FAIL() << "world-size mismatch accepted";
+  } catch (const kr::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("written by 1 ranks, this job has 4"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_TRUE(wider.find_latest(true).has_value());
+}

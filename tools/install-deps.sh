@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs every Debian package kr's build, tests and quick start need; safe to run
+# again (quiet when all is present). Then checks that LibTorch's BLAS is OpenBLAS.
+#   tools/install-deps.sh           build, tests, quick start
+#   tools/install-deps.sh --bench   also Python PyTorch for the benchmark reference
+set -euo pipefail
+
+packages=(build-essential cmake ccache git pkg-config python3
+          libtorch-dev libopenblas0-pthread
+          openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+          libboost-program-options-dev libgtest-dev googletest
+          libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
+          dataset-fashion-mnist)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3-torch python3-numpy)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if (( ${#missing[@]} > 0 )); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  if [[ $(id -u) != 0 ]]; then sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    > /tmp/kr-install-deps.log 2>&1 || { tail -30 /tmp/kr-install-deps.log; echo "install-deps: apt-get failed" >&2; exit 1; }
+fi
+
+# LibTorch links libblas.so.3; Debian's alternatives decide which BLAS that is. The
+# reference BLAS is ~35x slower on matrix products here: insist on OpenBLAS.
+torch_lib=/usr/lib/x86_64-linux-gnu/libtorch_cpu.so
+blas=$(ldd "$torch_lib" | awk '/libblas\.so\.3/ {print $3; exit}')
+if [[ -z "$blas" ]]; then
+  echo "install-deps: cannot tell which BLAS $torch_lib uses" >&2; exit 1
+fi
+if [[ "$(readlink -f "$blas")" != *openblas* ]]; then
+  alternative=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu | grep openblas | head -1 || true)
+  if [[ -n "$alternative" && $(id -u) == 0 ]]; then
+    update-alternatives --set libblas.so.3-x86_64-linux-gnu "$alternative" > /dev/null
+  fi
+fi
+if [[ "$(readlink -f "$blas")" != *openblas* ]]; then
+  echo "install-deps: LibTorch resolves BLAS to $(readlink -f "$blas"), not OpenBLAS; install libopenblas0-pthread" \
+       "and select it with update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2
+  exit 1
+fi
