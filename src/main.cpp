@@ -1,3 +1,5 @@
 #include "kr/cli/main.hpp"
 
-int main(int argc, char** argv) { return kr::cli::main(argc, argv); }
+int main(int argc, char** argv) {
+  return kr::cli::main(argc, argv);
+}

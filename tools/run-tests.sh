@@ -14,5 +14,13 @@ for label in unit mpi; do
   ctest --test-dir "$build" -L "^${label}\$" --output-on-failure --timeout 900 || status=1
   summary+="label ${label}: $(( $(date +%s) - start )) s"$'\n'
 done
+# The readers parse untrusted files: unit tests again under ASan + UBSan.
+if [[ "${KR_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  start=$(date +%s)
+  KR_BUILD_DIR="$root/build-asan" "$root/tools/build.sh" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKR_SANITIZE=ON
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$root/build-asan" -L '^unit$' --output-on-failure --timeout 900 || status=1
+  summary+="label unit (ASan+UBSan build): $(( $(date +%s) - start )) s"$'\n'
+fi
 printf '\n%s' "$summary"
 exit $status

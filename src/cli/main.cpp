@@ -34,14 +34,17 @@ int launcher_rank() {
 void print_usage(std::ostream& out) {
   out << "kr " << KR_VERSION << " (" << KR_GIT_DESCRIBE << "): Knowledge Recycling on HPC\n\n"
       << "usage: kr <step> [options]          one process\n"
-      << "       mpirun -n N kr <step> ...     or srun kr <step> ...: data-parallel over N ranks\n\n"
+      << "       mpirun -n N kr <step> ...     or srun kr <step> ...: data-parallel over N "
+         "ranks\n\n"
       << "steps:\n";
   for (const auto& step : steps::registry()) {
-    out << "  " << step.name << std::string(step.name.size() < 16 ? 16 - step.name.size() : 1, ' ') << step.summary
-        << "\n";
+    out << "  " << step.name << std::string(step.name.size() < 16 ? 16 - step.name.size() : 1, ' ')
+        << step.summary << "\n";
   }
-  out << "\n`kr <step> --help` lists a step's options. Exit codes: 0 ok, 1 failure, 2 usage error,\n"
-      << "75 stopped after a checkpoint (preempted or --stop-at-step): run the same command again to resume.\n";
+  out << "\n`kr <step> --help` lists a step's options. Exit codes: 0 ok, 1 failure, 2 usage "
+         "error,\n"
+      << "75 stopped after a checkpoint (preempted or --stop-at-step): run the same command again "
+         "to resume.\n";
 }
 
 mode_t parse_umask(const std::string& text) {
@@ -64,7 +67,8 @@ int run_step(const steps::Step& step, const po::variables_map& values, int* argc
     auto communicator = comm::make_communicator(values["comm"].as<std::string>(), runtime);
     communicator->watchdog().timeout_seconds = values["comm-timeout"].as<double>();
     communicator->watchdog().warn_seconds = values["comm-warn"].as<double>();
-    steps::Context context{*communicator, runtime, values, options_to_json(values), threads, step.name};
+    steps::Context context{*communicator,           runtime, values,
+                           options_to_json(values), threads, step.name};
     try {
       code = step.run(context);
     } catch (const UsageError& error) {
@@ -118,7 +122,10 @@ int main(int argc, char** argv) {
   try {
     po::store(po::command_line_parser(argc - 1, argv + 1).options(all).run(), values);
     if (values.count("help")) {
-      if (speaker) std::cout << "usage: kr " << step->name << " [options]\n" << step->summary << "\n\n" << all << "\n";
+      if (speaker)
+        std::cout << "usage: kr " << step->name << " [options]\n"
+                  << step->summary << "\n\n"
+                  << all << "\n";
       return exit_code::ok;
     }
     const auto config = values.count("config") ? values["config"].as<std::string>() : "";
@@ -126,7 +133,9 @@ int main(int argc, char** argv) {
     po::notify(values);
     ::umask(parse_umask(values["umask"].as<std::string>()));
   } catch (const po::error& error) {
-    if (speaker) std::cerr << "kr " << step->name << ": " << error.what() << " (see `kr " << step->name << " --help`)\n";
+    if (speaker)
+      std::cerr << "kr " << step->name << ": " << error.what() << " (see `kr " << step->name
+                << " --help`)\n";
     return exit_code::usage;
   } catch (const UsageError& error) {
     if (speaker) std::cerr << "kr " << step->name << ": " << error.what() << "\n";

@@ -8,6 +8,7 @@
 namespace kr::cli {
 
 void add_common_options(po::options_description& options) {
+  // clang-format off
   options.add_options()
       ("help,h", "show this step's options")
       ("config", po::value<std::string>()->default_value(""), "INI file of options (command line wins)")
@@ -22,6 +23,7 @@ void add_common_options(po::options_description& options) {
       ("comm-warn", po::value<double>()->default_value(60.0), "warn when a collective waits this long (seconds)")
       ("umask", po::value<std::string>()->default_value("077"),
        "file creation mask, octal (077: outputs private to you; 027 to share with your group)");
+  // clang-format on
 }
 
 namespace {
@@ -39,8 +41,8 @@ bool any_step_has(const std::string& name) {
 
 }  // namespace
 
-void store_config_file(const std::string& path, const std::string& step, const po::options_description& options,
-                       po::variables_map& values) {
+void store_config_file(const std::string& path, const std::string& step,
+                       const po::options_description& options, po::variables_map& values) {
   std::ifstream in(path);
   if (!in) throw UsageError(path + ": cannot open config file");
   po::parsed_options parsed(nullptr);
@@ -59,18 +61,21 @@ void store_config_file(const std::string& path, const std::string& step, const p
       const std::string section = key.substr(0, dot);
       name = key.substr(dot + 1);
       if (section != step) {
-        if (!steps::find_step(section)) throw UsageError(path + ": unknown section [" + section + "]");
+        if (!steps::find_step(section))
+          throw UsageError(path + ": unknown section [" + section + "]");
         continue;
       }
     }
-    if (name == "config") throw UsageError(path + ": a config file cannot name another config file");
+    if (name == "config")
+      throw UsageError(path + ": a config file cannot name another config file");
     if (options.find_nothrow(name, false)) {
       po::option copy = option;
       copy.string_key = name;
       copy.unregistered = false;
       kept.options.push_back(copy);
     } else if (sectioned || !any_step_has(name)) {
-      throw UsageError(path + ": unknown option '" + name + "'" + (sectioned ? " in [" + step + "]" : ""));
+      throw UsageError(path + ": unknown option '" + name + "'" +
+                       (sectioned ? " in [" + step + "]" : ""));
     }
   }
   try {

@@ -12,31 +12,45 @@ namespace kr::comm {
 
 DataType data_type_of(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return DataType::float32;
-    case at::kDouble: return DataType::float64;
-    case at::kLong: return DataType::int64;
-    case at::kInt: return DataType::int32;
-    case at::kByte: return DataType::uint8;
-    default: throw Error("communicator: unsupported tensor type " + std::string(c10::toString(type)));
+    case at::kFloat:
+      return DataType::float32;
+    case at::kDouble:
+      return DataType::float64;
+    case at::kLong:
+      return DataType::int64;
+    case at::kInt:
+      return DataType::int32;
+    case at::kByte:
+      return DataType::uint8;
+    default:
+      throw Error("communicator: unsupported tensor type " + std::string(c10::toString(type)));
   }
 }
 
 std::size_t element_bytes(DataType type) {
   switch (type) {
-    case DataType::float32: return 4;
-    case DataType::float64: return 8;
-    case DataType::int64: return 8;
-    case DataType::int32: return 4;
-    case DataType::uint8: return 1;
+    case DataType::float32:
+      return 4;
+    case DataType::float64:
+      return 8;
+    case DataType::int64:
+      return 8;
+    case DataType::int32:
+      return 4;
+    case DataType::uint8:
+      return 1;
   }
   return 0;
 }
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return "allreduce(sum)";
-    case ReduceOp::avg: return "allreduce(avg)";
-    case ReduceOp::max: return "allreduce(max)";
+    case ReduceOp::sum:
+      return "allreduce(sum)";
+    case ReduceOp::avg:
+      return "allreduce(avg)";
+    case ReduceOp::max:
+      return "allreduce(max)";
   }
   return "allreduce";
 }
@@ -69,7 +83,9 @@ at::Tensor Communicator::allgather(const at::Tensor& tensor) {
   return output;
 }
 
-void Communicator::barrier() { run("barrier", start_barrier()); }
+void Communicator::barrier() {
+  run("barrier", start_barrier());
+}
 
 void Communicator::run(const char* name, std::unique_ptr<PendingOp> op) {
   const std::uint64_t sequence = ++sequence_;
@@ -85,12 +101,13 @@ void Communicator::run(const char* name, std::unique_ptr<PendingOp> op) {
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (waited >= next_warning || waited >= watchdog_.timeout_seconds) {
       std::string message = "collective #" + std::to_string(sequence) + " (" + name + ") at step " +
-                            std::to_string(step_) + " has waited " + std::to_string(static_cast<int>(waited)) +
-                            " s";
+                            std::to_string(step_) + " has waited " +
+                            std::to_string(static_cast<int>(waited)) + " s";
       const auto missing = ranks_not_arrived(sequence);
       if (!missing.empty()) {
         message += "; not arrived: rank";
-        for (std::size_t i = 0; i < missing.size(); ++i) message += (i ? ", " : " ") + std::to_string(missing[i]);
+        for (std::size_t i = 0; i < missing.size(); ++i)
+          message += (i ? ", " : " ") + std::to_string(missing[i]);
       }
       if (waited >= watchdog_.timeout_seconds) {
         abort(exit_code::failure, message + "; past --comm-timeout " +

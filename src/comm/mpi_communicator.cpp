@@ -15,16 +15,23 @@ constexpr int kArrivalTag = 7001;
 
 MPI_Datatype mpi_type(DataType type) {
   switch (type) {
-    case DataType::float32: return MPI_FLOAT;
-    case DataType::float64: return MPI_DOUBLE;
-    case DataType::int64: return MPI_INT64_T;
-    case DataType::int32: return MPI_INT32_T;
-    case DataType::uint8: return MPI_UINT8_T;
+    case DataType::float32:
+      return MPI_FLOAT;
+    case DataType::float64:
+      return MPI_DOUBLE;
+    case DataType::int64:
+      return MPI_INT64_T;
+    case DataType::int32:
+      return MPI_INT32_T;
+    case DataType::uint8:
+      return MPI_UINT8_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::max ? MPI_MAX : MPI_SUM;
+}
 
 class MpiPending final : public PendingOp {
  public:
@@ -37,23 +44,25 @@ class MpiPending final : public PendingOp {
 };
 
 std::size_t checked_count(std::size_t count) {
-  if (count > static_cast<std::size_t>(INT32_MAX)) throw Error("communicator: message above 2^31 elements");
+  if (count > static_cast<std::size_t>(INT32_MAX))
+    throw Error("communicator: message above 2^31 elements");
   return count;
 }
 
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent)
-    : Communicator([&] {
-        int rank = 0;
-        MPI_Comm_rank(parent, &rank);
-        return rank;
-      }(),
-                   [&] {
-                     int size = 1;
-                     MPI_Comm_size(parent, &size);
-                     return size;
-                   }()) {
+    : Communicator(
+          [&] {
+            int rank = 0;
+            MPI_Comm_rank(parent, &rank);
+            return rank;
+          }(),
+          [&] {
+            int size = 1;
+            MPI_Comm_size(parent, &size);
+            return size;
+          }()) {
   MPI_Comm_dup(parent, &comm_);
   MPI_Comm_dup(parent, &heartbeat_);
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_ARE_FATAL);
@@ -83,17 +92,19 @@ void MpiCommunicator::check_tensor(const at::Tensor& tensor) const {
   if (!tensor.is_contiguous()) throw Error("MPI communicator: tensors must be contiguous");
 }
 
-std::unique_ptr<PendingOp> MpiCommunicator::start_allreduce(void* data, std::size_t count, DataType type,
-                                                            ReduceOp op) {
+std::unique_ptr<PendingOp> MpiCommunicator::start_allreduce(void* data, std::size_t count,
+                                                            DataType type, ReduceOp op) {
   auto pending = std::make_unique<MpiPending>();
-  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(checked_count(count)), mpi_type(type), mpi_op(op), comm_,
-                 &pending->request);
+  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(checked_count(count)), mpi_type(type),
+                 mpi_op(op), comm_, &pending->request);
   return pending;
 }
 
-std::unique_ptr<PendingOp> MpiCommunicator::start_broadcast(void* data, std::size_t bytes, int root) {
+std::unique_ptr<PendingOp> MpiCommunicator::start_broadcast(void* data, std::size_t bytes,
+                                                            int root) {
   auto pending = std::make_unique<MpiPending>();
-  MPI_Ibcast(data, static_cast<int>(checked_count(bytes)), MPI_BYTE, root, comm_, &pending->request);
+  MPI_Ibcast(data, static_cast<int>(checked_count(bytes)), MPI_BYTE, root, comm_,
+             &pending->request);
   return pending;
 }
 
@@ -147,7 +158,8 @@ void MpiCommunicator::drain_heartbeats(bool block_until, std::uint64_t sequence)
       MPI_Probe(MPI_ANY_SOURCE, kArrivalTag, heartbeat_, &status);
     }
     std::uint64_t value = 0;
-    MPI_Recv(&value, 1, MPI_UINT64_T, status.MPI_SOURCE, kArrivalTag, heartbeat_, MPI_STATUS_IGNORE);
+    MPI_Recv(&value, 1, MPI_UINT64_T, status.MPI_SOURCE, kArrivalTag, heartbeat_,
+             MPI_STATUS_IGNORE);
     arrived_[status.MPI_SOURCE] = std::max(arrived_[status.MPI_SOURCE], value);
   }
 }

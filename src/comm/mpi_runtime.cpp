@@ -30,7 +30,9 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   hostname_ = name;
 }
 
-MpiRuntime::~MpiRuntime() { finalize(); }
+MpiRuntime::~MpiRuntime() {
+  finalize();
+}
 
 void MpiRuntime::finalize() {
   if (finalized_) return;

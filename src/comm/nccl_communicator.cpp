@@ -14,30 +14,40 @@ namespace {
 
 ncclDataType_t nccl_type(DataType type) {
   switch (type) {
-    case DataType::float32: return ncclFloat32;
-    case DataType::float64: return ncclFloat64;
-    case DataType::int64: return ncclInt64;
-    case DataType::int32: return ncclInt32;
-    case DataType::uint8: return ncclUint8;
+    case DataType::float32:
+      return ncclFloat32;
+    case DataType::float64:
+      return ncclFloat64;
+    case DataType::int64:
+      return ncclInt64;
+    case DataType::int32:
+      return ncclInt32;
+    case DataType::uint8:
+      return ncclUint8;
   }
   return ncclFloat32;
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return ncclSum;
-    case ReduceOp::avg: return ncclAvg;
-    case ReduceOp::max: return ncclMax;
+    case ReduceOp::sum:
+      return ncclSum;
+    case ReduceOp::avg:
+      return ncclAvg;
+    case ReduceOp::max:
+      return ncclMax;
   }
   return ncclSum;
 }
 
 void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(status));
+  if (status != cudaSuccess)
+    throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(status));
 }
 
 void check_nccl(ncclResult_t status, const char* what) {
-  if (status != ncclSuccess) throw Error(std::string("NCCL: ") + what + ": " + ncclGetErrorString(status));
+  if (status != ncclSuccess)
+    throw Error(std::string("NCCL: ") + what + ": " + ncclGetErrorString(status));
 }
 
 // Completion is an event recorded after the enqueued operation; an asynchronous
@@ -75,7 +85,8 @@ int cuda_device_count() {
 NcclCommunicator::NcclCommunicator(std::unique_ptr<MpiCommunicator> mpi, int local_rank)
     : Communicator(mpi->rank(), mpi->size()), mpi_(std::move(mpi)) {
   const int devices = cuda_device_count();
-  if (devices == 0) throw Error("NCCL communicator: no CUDA device on rank " + std::to_string(rank()));
+  if (devices == 0)
+    throw Error("NCCL communicator: no CUDA device on rank " + std::to_string(rank()));
   device_ = local_rank % devices;
   check_cuda(cudaSetDevice(device_), "set device");
   ncclUniqueId id;
@@ -103,39 +114,46 @@ void NcclCommunicator::abort(int code, const std::string& why) {
 }
 
 void NcclCommunicator::check_tensor(const at::Tensor& tensor) const {
-  if (!tensor.device().is_cuda()) throw Error("NCCL communicator: tensors must be on a CUDA device");
+  if (!tensor.device().is_cuda())
+    throw Error("NCCL communicator: tensors must be on a CUDA device");
   if (!tensor.is_contiguous()) throw Error("NCCL communicator: tensors must be contiguous");
 }
 
 std::unique_ptr<PendingOp> NcclCommunicator::after_enqueue(int nccl_status, const char* what) {
   check_nccl(static_cast<ncclResult_t>(nccl_status), what);
-  return std::make_unique<NcclPending>(static_cast<cudaStream_t>(stream_), static_cast<ncclComm_t>(comm_));
+  return std::make_unique<NcclPending>(static_cast<cudaStream_t>(stream_),
+                                       static_cast<ncclComm_t>(comm_));
 }
 
-std::unique_ptr<PendingOp> NcclCommunicator::start_allreduce(void* data, std::size_t count, DataType type,
-                                                             ReduceOp op) {
-  return after_enqueue(ncclAllReduce(data, data, count, nccl_type(type), nccl_op(op),
-                                     static_cast<ncclComm_t>(comm_), static_cast<cudaStream_t>(stream_)),
-                       "allreduce");
+std::unique_ptr<PendingOp> NcclCommunicator::start_allreduce(void* data, std::size_t count,
+                                                             DataType type, ReduceOp op) {
+  return after_enqueue(
+      ncclAllReduce(data, data, count, nccl_type(type), nccl_op(op), static_cast<ncclComm_t>(comm_),
+                    static_cast<cudaStream_t>(stream_)),
+      "allreduce");
 }
 
-std::unique_ptr<PendingOp> NcclCommunicator::start_broadcast(void* data, std::size_t bytes, int root) {
-  return after_enqueue(ncclBroadcast(data, data, bytes, ncclUint8, root, static_cast<ncclComm_t>(comm_),
-                                     static_cast<cudaStream_t>(stream_)),
-                       "broadcast");
+std::unique_ptr<PendingOp> NcclCommunicator::start_broadcast(void* data, std::size_t bytes,
+                                                             int root) {
+  return after_enqueue(
+      ncclBroadcast(data, data, bytes, ncclUint8, root, static_cast<ncclComm_t>(comm_),
+                    static_cast<cudaStream_t>(stream_)),
+      "broadcast");
 }
 
 std::unique_ptr<PendingOp> NcclCommunicator::start_allgather(const void* send, void* receive,
                                                              std::size_t bytes_per_rank) {
-  return after_enqueue(ncclAllGather(send, receive, bytes_per_rank, ncclUint8, static_cast<ncclComm_t>(comm_),
-                                     static_cast<cudaStream_t>(stream_)),
-                       "allgather");
+  return after_enqueue(
+      ncclAllGather(send, receive, bytes_per_rank, ncclUint8, static_cast<ncclComm_t>(comm_),
+                    static_cast<cudaStream_t>(stream_)),
+      "allgather");
 }
 
 std::unique_ptr<PendingOp> NcclCommunicator::start_barrier() {
-  return after_enqueue(ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, static_cast<ncclComm_t>(comm_),
-                                     static_cast<cudaStream_t>(stream_)),
-                       "barrier");
+  return after_enqueue(
+      ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, static_cast<ncclComm_t>(comm_),
+                    static_cast<cudaStream_t>(stream_)),
+      "barrier");
 }
 
 }  // namespace kr::comm

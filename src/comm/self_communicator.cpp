@@ -24,12 +24,14 @@ void SelfCommunicator::check_tensor(const at::Tensor& tensor) const {
   if (!tensor.is_contiguous()) throw Error("self communicator: tensors must be contiguous");
 }
 
-std::unique_ptr<PendingOp> SelfCommunicator::start_allreduce(void*, std::size_t, DataType, ReduceOp) {
+std::unique_ptr<PendingOp> SelfCommunicator::start_allreduce(void*, std::size_t, DataType,
+                                                             ReduceOp) {
   return std::make_unique<Done>();
 }
 
 std::unique_ptr<PendingOp> SelfCommunicator::start_broadcast(void*, std::size_t, int root) {
-  if (root != 0) throw Error("self communicator: broadcast root " + std::to_string(root) + " does not exist");
+  if (root != 0)
+    throw Error("self communicator: broadcast root " + std::to_string(root) + " does not exist");
   return std::make_unique<Done>();
 }
 
@@ -39,6 +41,8 @@ std::unique_ptr<PendingOp> SelfCommunicator::start_allgather(const void* send, v
   return std::make_unique<Done>();
 }
 
-std::unique_ptr<PendingOp> SelfCommunicator::start_barrier() { return std::make_unique<Done>(); }
+std::unique_ptr<PendingOp> SelfCommunicator::start_barrier() {
+  return std::make_unique<Done>();
+}
 
 }  // namespace kr::comm

@@ -50,12 +50,17 @@ static void fsync_fd_of(const std::string& path, int flags) {
   const int rc = ::fsync(fd);
   const int saved = errno;
   ::close(fd);
-  if (rc != 0 && saved != EINVAL) throw Error(path + ": fsync failed (" + std::strerror(saved) + ")");
+  if (rc != 0 && saved != EINVAL)
+    throw Error(path + ": fsync failed (" + std::strerror(saved) + ")");
 }
 
-void fsync_file(const std::string& path) { fsync_fd_of(path, O_RDONLY); }
+void fsync_file(const std::string& path) {
+  fsync_fd_of(path, O_RDONLY);
+}
 
-void fsync_dir(const std::string& path) { fsync_fd_of(path.empty() ? "." : path, O_RDONLY | O_DIRECTORY); }
+void fsync_dir(const std::string& path) {
+  fsync_fd_of(path.empty() ? "." : path, O_RDONLY | O_DIRECTORY);
+}
 
 std::string parent_dir(const std::string& path) {
   auto parent = fs::path(path).parent_path().string();

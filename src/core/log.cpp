@@ -32,7 +32,8 @@ std::string timestamp() {
 void emit(std::FILE* stream, const char* level, const std::string& message) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_world > 1) {
-    std::fprintf(stream, "[%s kr rank %d] %s%s\n", timestamp().c_str(), g_rank, level, message.c_str());
+    std::fprintf(stream, "[%s kr rank %d] %s%s\n", timestamp().c_str(), g_rank, level,
+                 message.c_str());
   } else {
     std::fprintf(stream, "[%s kr] %s%s\n", timestamp().c_str(), level, message.c_str());
   }
@@ -45,7 +46,9 @@ void set_rank(int rank, int world_size) {
   g_world = world_size;
 }
 
-int rank() { return g_rank; }
+int rank() {
+  return g_rank;
+}
 
 void open_jsonl(const std::string& run_dir) {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -63,9 +66,8 @@ void close_jsonl() {
 }
 
 void record(Json event) {
-  const double seconds = std::chrono::duration<double>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   Json line;
   line["time"] = seconds;
   line["rank"] = g_rank;
@@ -90,6 +92,8 @@ void error(const std::string& message) {
   record(Json{{"event", "error"}, {"message", message}});
 }
 
-bool stdout_is_tty() { return ::isatty(STDOUT_FILENO) == 1; }
+bool stdout_is_tty() {
+  return ::isatty(STDOUT_FILENO) == 1;
+}
 
 }  // namespace kr::log

@@ -21,7 +21,9 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   }
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(impl_->ctx);
+}
 
 void Sha256::update(const void* bytes, std::size_t count) {
   if (impl_->finished) throw Error("sha256: update after hex_digest");
@@ -49,7 +51,9 @@ std::string sha256_bytes(const void* bytes, std::size_t count) {
   return hash.hex_digest();
 }
 
-std::string sha256_string(const std::string& bytes) { return sha256_bytes(bytes.data(), bytes.size()); }
+std::string sha256_string(const std::string& bytes) {
+  return sha256_bytes(bytes.data(), bytes.size());
+}
 
 std::string sha256_file(const std::string& path) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
@@ -57,7 +61,8 @@ std::string sha256_file(const std::string& path) {
   Sha256 hash;
   std::vector<unsigned char> buffer(1 << 20);
   std::size_t got = 0;
-  while ((got = std::fread(buffer.data(), 1, buffer.size(), file)) > 0) hash.update(buffer.data(), got);
+  while ((got = std::fread(buffer.data(), 1, buffer.size(), file)) > 0)
+    hash.update(buffer.data(), got);
   const bool failed = std::ferror(file);
   std::fclose(file);
   if (failed) throw Error(path + ": read error while hashing");

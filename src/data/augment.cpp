@@ -32,7 +32,8 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
       shift_x = static_cast<int>(crop.below(2 * pad + 1)) - pad;
     }
     bool flip = false;
-    if (augment.hflip) flip = (KeyedRng(stream_key(seed, Purpose::flip, epoch, index)).next() >> 63) != 0;
+    if (augment.hflip)
+      flip = (KeyedRng(stream_key(seed, Purpose::flip, epoch, index)).next() >> 63) != 0;
 
     const std::uint8_t* image = source + indices[b] * channels * plane;
     float* result = target + b * channels * plane;

@@ -13,7 +13,8 @@ ImageSet take(const ImageSet& set, const std::vector<std::int64_t>& indices) {
 }
 
 void check_image_set(const ImageSet& set, std::int64_t classes, const std::string& what) {
-  if (!set.images.defined() || !set.labels.defined()) throw Error(what + ": missing images or labels");
+  if (!set.images.defined() || !set.labels.defined())
+    throw Error(what + ": missing images or labels");
   if (set.images.dim() != 4) {
     throw Error(what + ": images must be (N, C, H, W), found " + std::to_string(set.images.dim()) +
                 " dimensions");

@@ -10,7 +10,8 @@ namespace kr::data {
 
 std::vector<std::int64_t> stratified_quotas(const std::vector<std::int64_t>& class_sizes,
                                             std::int64_t count) {
-  const std::int64_t total = std::accumulate(class_sizes.begin(), class_sizes.end(), std::int64_t{0});
+  const std::int64_t total =
+      std::accumulate(class_sizes.begin(), class_sizes.end(), std::int64_t{0});
   if (count > total) {
     throw Error("stratified split: asked for " + std::to_string(count) + " of " +
                 std::to_string(total) + " images");
@@ -41,7 +42,8 @@ std::vector<std::int64_t> stratified_quotas(const std::vector<std::int64_t>& cla
 
 namespace {
 
-std::vector<std::vector<std::int64_t>> indices_by_class(const at::Tensor& labels, std::int64_t classes) {
+std::vector<std::vector<std::int64_t>> indices_by_class(const at::Tensor& labels,
+                                                        std::int64_t classes) {
   std::vector<std::vector<std::int64_t>> by_class(classes);
   auto contiguous = labels.contiguous();
   const auto* label = contiguous.data_ptr<std::int64_t>();

@@ -16,10 +16,13 @@ void write_split(const h5::File& file, const std::string& split, const data::Ima
   h5::create_group(file, "/" + split);
   const auto plane = set.images.size(1) * set.images.size(2) * set.images.size(3);
   // About 512 KiB of images per chunk.
-  const hsize_t rows = static_cast<hsize_t>(std::max<std::int64_t>(1, (512 * 1024) / std::max<std::int64_t>(1, plane)));
-  h5::WriteOptions image_options{{rows, static_cast<hsize_t>(set.images.size(1)),
-                                  static_cast<hsize_t>(set.images.size(2)), static_cast<hsize_t>(set.images.size(3))},
-                                 4, true};
+  const hsize_t rows = static_cast<hsize_t>(
+      std::max<std::int64_t>(1, (512 * 1024) / std::max<std::int64_t>(1, plane)));
+  h5::WriteOptions image_options{
+      {rows, static_cast<hsize_t>(set.images.size(1)), static_cast<hsize_t>(set.images.size(2)),
+       static_cast<hsize_t>(set.images.size(3))},
+      4,
+      true};
   h5::write_tensor(file, "/" + split + "/images", set.images, image_options);
   h5::write_tensor(file, "/" + split + "/labels", set.labels, h5::WriteOptions{{65536}, 4, true});
 }
@@ -55,7 +58,8 @@ void write_dataset(const data::Dataset& dataset, const std::string& path) {
 data::DatasetInfo read_dataset_info(const std::string& path) {
   auto file = h5::File::open_read(path);
   data::DatasetInfo info;
-  if (!h5::has_attr(file, "/", "schema_version")) throw Error(path + ": not a kr data set (no schema_version)");
+  if (!h5::has_attr(file, "/", "schema_version"))
+    throw Error(path + ": not a kr data set (no schema_version)");
   const auto schema = h5::get_int_attr(file, "/", "schema_version");
   if (schema != kDatasetSchemaVersion) {
     throw Error(path + ": data set schema " + std::to_string(schema) + ", this kr reads " +
@@ -87,8 +91,10 @@ data::Dataset read_dataset(const std::string& path) {
     set.images = h5::read_tensor(file, "/" + split + "/images", torch::kUInt8, 4);
     set.labels = h5::read_tensor(file, "/" + split + "/labels", torch::kInt64, 1);
     const auto& info = dataset.info;
-    if (set.images.size(1) != info.channels || set.images.size(2) != info.height || set.images.size(3) != info.width) {
-      throw Error(path + ": /" + split + "/images shape does not match the channels/height/width attributes");
+    if (set.images.size(1) != info.channels || set.images.size(2) != info.height ||
+        set.images.size(3) != info.width) {
+      throw Error(path + ": /" + split +
+                  "/images shape does not match the channels/height/width attributes");
     }
     data::check_image_set(set, info.classes, path + ": /" + split);
   }

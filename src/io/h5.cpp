@@ -11,11 +11,16 @@ namespace {
 
 hid_t native_type(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kByte: return H5T_NATIVE_UINT8;
-    case at::kLong: return H5T_NATIVE_INT64;
-    case at::kFloat: return H5T_NATIVE_FLOAT;
-    case at::kInt: return H5T_NATIVE_INT32;
-    default: throw Error("hdf5: unsupported tensor type " + std::string(c10::toString(dtype)));
+    case at::kByte:
+      return H5T_NATIVE_UINT8;
+    case at::kLong:
+      return H5T_NATIVE_INT64;
+    case at::kFloat:
+      return H5T_NATIVE_FLOAT;
+    case at::kInt:
+      return H5T_NATIVE_INT32;
+    default:
+      throw Error("hdf5: unsupported tensor type " + std::string(c10::toString(dtype)));
   }
 }
 
@@ -46,7 +51,9 @@ void replace_attr(hid_t owner, const std::string& name) {
 
 }  // namespace
 
-void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void quiet_errors() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 File File::create(const std::string& path) {
   File file;
@@ -104,7 +111,8 @@ void write_tensor(const File& file, const std::string& name, const at::Tensor& t
   Handle plist(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   if (!options.chunk.empty() && data.numel() > 0) {
     std::vector<hsize_t> chunk = options.chunk;
-    for (std::size_t d = 0; d < chunk.size(); ++d) chunk[d] = std::max<hsize_t>(1, std::min(chunk[d], dims[d]));
+    for (std::size_t d = 0; d < chunk.size(); ++d)
+      chunk[d] = std::max<hsize_t>(1, std::min(chunk[d], dims[d]));
     check(H5Pset_chunk(plist.get(), static_cast<int>(chunk.size()), chunk.data()), file,
           "cannot set chunking for '" + name + "'");
     if (options.fletcher32) check(H5Pset_fletcher32(plist.get()), file, "fletcher32 unavailable");
@@ -136,20 +144,21 @@ std::vector<hsize_t> dataset_shape(const File& file, const std::string& name) {
   return dims;
 }
 
-at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType dtype, int expected_rank) {
+at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType dtype,
+                       int expected_rank) {
   const auto dims = dataset_shape(file, name);
   if (expected_rank >= 0 && static_cast<int>(dims.size()) != expected_rank) {
-    fail(file, "dataset '" + name + "' has " + std::to_string(dims.size()) + " dimensions, expected " +
-                   std::to_string(expected_rank));
+    fail(file, "dataset '" + name + "' has " + std::to_string(dims.size()) +
+                   " dimensions, expected " + std::to_string(expected_rank));
   }
   Handle dataset(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), H5Dclose);
   Handle stored_type(H5Dget_type(dataset.get()), H5Tclose);
   Handle wanted(H5Tcopy(native_type(dtype)), H5Tclose);
   const auto stored_class = H5Tget_class(stored_type.get());
-  const bool same_class = stored_class == H5Tget_class(wanted.get()) &&
-                          H5Tget_size(stored_type.get()) == H5Tget_size(wanted.get()) &&
-                          (stored_class != H5T_INTEGER ||
-                           H5Tget_sign(stored_type.get()) == H5Tget_sign(wanted.get()));
+  const bool same_class =
+      stored_class == H5Tget_class(wanted.get()) &&
+      H5Tget_size(stored_type.get()) == H5Tget_size(wanted.get()) &&
+      (stored_class != H5T_INTEGER || H5Tget_sign(stored_type.get()) == H5Tget_sign(wanted.get()));
   if (!same_class) {
     fail(file, "dataset '" + name + "' has the wrong element type (expected " +
                    std::string(c10::toString(dtype)) + ")");
@@ -157,40 +166,48 @@ at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType
   // Refuse sizes the file cannot hold before allocating (untrusted input).
   hsize_t elements = 1;
   for (auto d : dims) {
-    if (d != 0 && elements > (hsize_t{1} << 40) / d) fail(file, "dataset '" + name + "' is implausibly large");
+    if (d != 0 && elements > (hsize_t{1} << 40) / d)
+      fail(file, "dataset '" + name + "' is implausibly large");
     elements *= d;
   }
   std::vector<int64_t> sizes(dims.begin(), dims.end());
   auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
   if (elements == 0) return out;
-  if (H5Dread(dataset.get(), native_type(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()) < 0) {
+  if (H5Dread(dataset.get(), native_type(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()) <
+      0) {
     fail(file, "cannot read dataset '" + name + "' (corrupt, truncated or checksum mismatch)");
   }
   return out;
 }
 
-void set_attr(const File& file, const std::string& object, const std::string& name, const std::string& value) {
+void set_attr(const File& file, const std::string& object, const std::string& name,
+              const std::string& value) {
   auto owner = open_object(file, object);
   replace_attr(owner.get(), name);
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(type.get(), std::max<std::size_t>(1, value.size()));
   H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attr(H5Acreate2(owner.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-              H5Aclose);
+  Handle attr(
+      H5Acreate2(owner.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   if (!attr.valid()) fail(file, "cannot create attribute '" + name + "'");
   std::string padded = value.empty() ? std::string(1, '\0') : value;
-  check(H5Awrite(attr.get(), type.get(), padded.data()), file, "cannot write attribute '" + name + "'");
+  check(H5Awrite(attr.get(), type.get(), padded.data()), file,
+        "cannot write attribute '" + name + "'");
 }
 
-void set_attr(const File& file, const std::string& object, const std::string& name, std::int64_t value) {
+void set_attr(const File& file, const std::string& object, const std::string& name,
+              std::int64_t value) {
   auto owner = open_object(file, object);
   replace_attr(owner.get(), name);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attr(H5Acreate2(owner.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-              H5Aclose);
+  Handle attr(
+      H5Acreate2(owner.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   if (!attr.valid()) fail(file, "cannot create attribute '" + name + "'");
-  check(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), file, "cannot write attribute '" + name + "'");
+  check(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), file,
+        "cannot write attribute '" + name + "'");
 }
 
 void set_attr(const File& file, const std::string& object, const std::string& name,
@@ -201,13 +218,15 @@ void set_attr(const File& file, const std::string& object, const std::string& na
   H5Tset_size(type.get(), H5T_VARIABLE);
   hsize_t count = values.size();
   Handle space(H5Screate_simple(1, &count, nullptr), H5Sclose);
-  Handle attr(H5Acreate2(owner.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-              H5Aclose);
+  Handle attr(
+      H5Acreate2(owner.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   if (!attr.valid()) fail(file, "cannot create attribute '" + name + "'");
   std::vector<const char*> pointers;
   for (const auto& value : values) pointers.push_back(value.c_str());
   if (!pointers.empty()) {
-    check(H5Awrite(attr.get(), type.get(), pointers.data()), file, "cannot write attribute '" + name + "'");
+    check(H5Awrite(attr.get(), type.get(), pointers.data()), file,
+          "cannot write attribute '" + name + "'");
   }
 }
 
@@ -219,7 +238,8 @@ bool has_attr(const File& file, const std::string& object, const std::string& na
 std::string get_string_attr(const File& file, const std::string& object, const std::string& name) {
   auto attr = open_attr(file, object, name);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_STRING) fail(file, "attribute '" + name + "' is not a string");
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    fail(file, "attribute '" + name + "' is not a string");
   if (H5Tis_variable_str(type.get()) > 0) {
     char* value = nullptr;
     Handle memtype(H5Tcopy(H5T_C_S1), H5Tclose);
@@ -239,13 +259,16 @@ std::string get_string_attr(const File& file, const std::string& object, const s
 std::int64_t get_int_attr(const File& file, const std::string& object, const std::string& name) {
   auto attr = open_attr(file, object, name);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_INTEGER) fail(file, "attribute '" + name + "' is not an integer");
+  if (H5Tget_class(type.get()) != H5T_INTEGER)
+    fail(file, "attribute '" + name + "' is not an integer");
   std::int64_t value = 0;
-  check(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), file, "cannot read attribute '" + name + "'");
+  check(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), file,
+        "cannot read attribute '" + name + "'");
   return value;
 }
 
-std::vector<std::string> get_strings_attr(const File& file, const std::string& object, const std::string& name) {
+std::vector<std::string> get_strings_attr(const File& file, const std::string& object,
+                                          const std::string& name) {
   auto attr = open_attr(file, object, name);
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   const auto count = H5Sget_simple_extent_npoints(space.get());
@@ -254,7 +277,8 @@ std::vector<std::string> get_strings_attr(const File& file, const std::string& o
   Handle memtype(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(memtype.get(), H5T_VARIABLE);
   if (count > 0) {
-    check(H5Aread(attr.get(), memtype.get(), pointers.data()), file, "cannot read attribute '" + name + "'");
+    check(H5Aread(attr.get(), memtype.get(), pointers.data()), file,
+          "cannot read attribute '" + name + "'");
   }
   std::vector<std::string> out;
   for (char* pointer : pointers) {

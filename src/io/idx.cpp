@@ -52,7 +52,8 @@ struct IdxHeader {
 
 std::uint32_t big_endian_u32(const std::string& bytes, std::size_t offset) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data() + offset);
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
 }
 
 IdxHeader parse_header(const std::string& bytes, const std::string& path, int expected_dims) {
@@ -80,7 +81,8 @@ IdxHeader parse_header(const std::string& bytes, const std::string& path, int ex
                 " bytes, file holds " + std::to_string(present));
   }
   if (payload < present) {
-    throw Error(path + ": " + std::to_string(present - payload) + " unexpected bytes after the payload");
+    throw Error(path + ": " + std::to_string(present - payload) +
+                " unexpected bytes after the payload");
   }
   return header;
 }
@@ -94,7 +96,8 @@ at::Tensor read_idx_images(const std::string& path, bool transpose) {
   const auto height = header.dims[1];
   const auto width = header.dims[2];
   auto images = torch::empty({count, 1, height, width}, torch::kUInt8);
-  std::memcpy(images.data_ptr(), bytes.data() + header.payload_offset, static_cast<std::size_t>(images.numel()));
+  std::memcpy(images.data_ptr(), bytes.data() + header.payload_offset,
+              static_cast<std::size_t>(images.numel()));
   if (transpose) images = images.transpose(2, 3).contiguous();
   return images;
 }
@@ -103,7 +106,8 @@ at::Tensor read_idx_labels(const std::string& path) {
   const std::string bytes = read_maybe_gzip(path);
   const auto header = parse_header(bytes, path, 1);
   auto labels = torch::empty({header.dims[0]}, torch::kUInt8);
-  std::memcpy(labels.data_ptr(), bytes.data() + header.payload_offset, static_cast<std::size_t>(labels.numel()));
+  std::memcpy(labels.data_ptr(), bytes.data() + header.payload_offset,
+              static_cast<std::size_t>(labels.numel()));
   return labels.to(torch::kInt64);
 }
 

@@ -24,8 +24,10 @@ std::string dict_value(const std::string& header, const std::string& key, const 
 std::int64_t item_size(const std::string& descr, const std::string& what) {
   static const std::regex pattern("^[<>|=]?[uif]([1248])$");
   std::smatch match;
-  if (!std::regex_match(descr, match, pattern)) throw Error(what + ": unsupported dtype '" + descr + "'");
-  if (descr[0] == '>' && descr.back() != '1') throw Error(what + ": big-endian dtype '" + descr + "' unsupported");
+  if (!std::regex_match(descr, match, pattern))
+    throw Error(what + ": unsupported dtype '" + descr + "'");
+  if (descr[0] == '>' && descr.back() != '1')
+    throw Error(what + ": big-endian dtype '" + descr + "' unsupported");
   return std::stoll(match[1]);
 }
 
@@ -33,17 +35,20 @@ std::int64_t item_size(const std::string& descr, const std::string& what) {
 
 NpyArray parse_npy(const std::string& bytes, const std::string& what) {
   static const char magic[] = "\x93NUMPY";
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), magic, 6) != 0) throw Error(what + ": not a .npy array");
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), magic, 6) != 0)
+    throw Error(what + ": not a .npy array");
   const int major = static_cast<unsigned char>(bytes[6]);
   std::size_t header_length = 0;
   std::size_t header_start = 0;
   if (major == 1) {
-    header_length = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+    header_length =
+        static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
     header_start = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12) throw Error(what + ": truncated .npy header");
     header_length = 0;
-    for (int i = 3; i >= 0; --i) header_length = (header_length << 8) | static_cast<unsigned char>(bytes[8 + i]);
+    for (int i = 3; i >= 0; --i)
+      header_length = (header_length << 8) | static_cast<unsigned char>(bytes[8 + i]);
     header_start = 12;
   } else {
     throw Error(what + ": unsupported .npy version " + std::to_string(major));
@@ -55,14 +60,17 @@ NpyArray parse_npy(const std::string& bytes, const std::string& what) {
   const std::string descr_text = dict_value(header, "descr", what);
   const auto quote = descr_text.find('\'');
   const auto quote_end = descr_text.find('\'', quote + 1);
-  if (quote == std::string::npos || quote_end == std::string::npos) throw Error(what + ": malformed 'descr'");
+  if (quote == std::string::npos || quote_end == std::string::npos)
+    throw Error(what + ": malformed 'descr'");
   array.descr = descr_text.substr(quote + 1, quote_end - quote - 1);
   const std::string order = dict_value(header, "fortran_order", what);
-  if (order.find("True") < order.find(',')) throw Error(what + ": Fortran-ordered arrays are not supported");
+  if (order.find("True") < order.find(','))
+    throw Error(what + ": Fortran-ordered arrays are not supported");
   const std::string shape_text = dict_value(header, "shape", what);
   const auto open = shape_text.find('(');
   const auto close = shape_text.find(')');
-  if (open == std::string::npos || close == std::string::npos) throw Error(what + ": malformed 'shape'");
+  if (open == std::string::npos || close == std::string::npos)
+    throw Error(what + ": malformed 'shape'");
   const std::string dims = shape_text.substr(open + 1, close - open - 1);
   std::uint64_t elements = 1;
   static const std::regex number("[0-9]+");
@@ -72,11 +80,13 @@ NpyArray parse_npy(const std::string& bytes, const std::string& what) {
     elements *= static_cast<std::uint64_t>(dim);
     if (elements > bytes.size()) break;
   }
-  const std::uint64_t expected = elements * static_cast<std::uint64_t>(item_size(array.descr, what));
+  const std::uint64_t expected =
+      elements * static_cast<std::uint64_t>(item_size(array.descr, what));
   const std::uint64_t present = bytes.size() - header_start - header_length;
   if (expected != present) {
-    throw Error(what + ": payload holds " + std::to_string(present) + " bytes, shape and dtype declare " +
-                std::to_string(expected) + (expected > present ? " (truncated)" : ""));
+    throw Error(what + ": payload holds " + std::to_string(present) +
+                " bytes, shape and dtype declare " + std::to_string(expected) +
+                (expected > present ? " (truncated)" : ""));
   }
   array.payload = bytes.substr(header_start + header_length);
   return array;
@@ -99,18 +109,21 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     const zip_int64_t entries = zip_get_num_entries(archive, 0);
     for (zip_int64_t i = 0; i < entries; ++i) {
       zip_stat_t stat;
-      if (zip_stat_index(archive, i, 0, &stat) != 0) throw Error(path + ": unreadable entry " + std::to_string(i));
+      if (zip_stat_index(archive, i, 0, &stat) != 0)
+        throw Error(path + ": unreadable entry " + std::to_string(i));
       std::string name = stat.name;
       if (name.size() < 4 || name.substr(name.size() - 4) != ".npy") continue;
       const std::string what = path + ":" + name;
       // Deflate cannot expand beyond ~1032:1; a larger claim is a corrupt or hostile header.
-      if (stat.size > archive_bytes * 1100 + (1 << 20)) throw Error(what + ": implausible uncompressed size");
+      if (stat.size > archive_bytes * 1100 + (1 << 20))
+        throw Error(what + ": implausible uncompressed size");
       zip_file_t* member = zip_fopen_index(archive, i, 0);
       if (!member) throw Error(what + ": cannot open archive member");
       std::string bytes(stat.size, '\0');
       const zip_int64_t got = zip_fread(member, bytes.data(), stat.size);
       zip_fclose(member);
-      if (got < 0 || static_cast<zip_uint64_t>(got) != stat.size) throw Error(what + ": truncated or corrupt member");
+      if (got < 0 || static_cast<zip_uint64_t>(got) != stat.size)
+        throw Error(what + ": truncated or corrupt member");
       arrays[name.substr(0, name.size() - 4)] = parse_npy(bytes, what);
     }
   } catch (...) {
@@ -127,7 +140,8 @@ at::Tensor npy_images(const NpyArray& array, const std::string& what) {
   }
   auto flat = torch::empty({static_cast<std::int64_t>(array.payload.size())}, torch::kUInt8);
   std::memcpy(flat.data_ptr(), array.payload.data(), array.payload.size());
-  if (array.shape.size() == 3) return flat.view({array.shape[0], 1, array.shape[1], array.shape[2]});
+  if (array.shape.size() == 3)
+    return flat.view({array.shape[0], 1, array.shape[1], array.shape[2]});
   if (array.shape.size() == 4 && (array.shape[3] == 1 || array.shape[3] == 3)) {
     return flat.view(array.shape).permute({0, 3, 1, 2}).contiguous();
   }
@@ -137,7 +151,8 @@ at::Tensor npy_images(const NpyArray& array, const std::string& what) {
 at::Tensor npy_labels(const NpyArray& array, const std::string& what) {
   const bool column = array.shape.size() == 2 && array.shape[1] == 1;
   if (array.shape.size() != 1 && !column) {
-    throw Error(what + ": labels must have shape (N) or (N,1) (multi-label sets are not supported)");
+    throw Error(what +
+                ": labels must have shape (N) or (N,1) (multi-label sets are not supported)");
   }
   const char kind = array.descr[array.descr.size() - 2];
   const auto size = item_size(array.descr, what);
@@ -150,7 +165,8 @@ at::Tensor npy_labels(const NpyArray& array, const std::string& what) {
     std::uint64_t value = 0;
     std::memcpy(&value, raw + i * size, static_cast<std::size_t>(size));  // little endian host
     std::int64_t signed_value = static_cast<std::int64_t>(value);
-    if (kind == 'i' && size < 8 && (value >> (8 * size - 1)) & 1) signed_value -= std::int64_t{1} << (8 * size);
+    if (kind == 'i' && size < 8 && (value >> (8 * size - 1)) & 1)
+      signed_value -= std::int64_t{1} << (8 * size);
     out[i] = signed_value;
   }
   return labels;

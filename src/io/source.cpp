@@ -28,11 +28,14 @@ struct KnownSet {
 
 const std::vector<KnownSet>& known_sets() {
   static const std::vector<KnownSet> sets = {
-      {"fashion-mnist", true,
-       {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}},
+      {"fashion-mnist",
+       true,
+       {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "Ankle boot"}},
       {"mnist", false, {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}},
       {"kmnist", false, {"o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"}},
-      {"cifar10", true,
+      {"cifar10",
+       true,
        {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}},
       {"cifar100", true, {}},
       {"pathmnist", true, {}},
@@ -53,7 +56,8 @@ const KnownSet* find_known(const std::string& name) {
 }
 
 std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return text;
 }
 
@@ -80,13 +84,15 @@ std::string find_idx(const std::string& dir, const std::string& part) {
     // Prefer the uncompressed copy when both exist; several variants are ambiguous.
     std::sort(matches.begin(), matches.end());
     const bool pair = matches.size() == 2 && matches[1] == matches[0] + ".gz";
-    if (!pair) throw Error(dir + ": several IDX files match '" + part + "'; point --source at one variant");
+    if (!pair)
+      throw Error(dir + ": several IDX files match '" + part + "'; point --source at one variant");
   }
   return matches.front();
 }
 
 // MNIST-style names use "t10k", EMNIST uses "test".
-std::string find_idx_either(const std::string& dir, const std::string& part, const std::string& alternative) {
+std::string find_idx_either(const std::string& dir, const std::string& part,
+                            const std::string& alternative) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     const auto name = entry.path().filename().string();
     if (name.find(part) != std::string::npos) return find_idx(dir, part);
@@ -112,12 +118,12 @@ Source load_idx(const std::string& dir) {
     source.files.emplace_back(path, "");
   }
   if (source.train.images.size(0) != source.train.labels.size(0)) {
-    throw Error(train_images + ": " + std::to_string(source.train.images.size(0)) + " images but " + train_labels +
-                " has " + std::to_string(source.train.labels.size(0)) + " labels");
+    throw Error(train_images + ": " + std::to_string(source.train.images.size(0)) + " images but " +
+                train_labels + " has " + std::to_string(source.train.labels.size(0)) + " labels");
   }
   if (source.test.images.size(0) != source.test.labels.size(0)) {
-    throw Error(test_images + ": " + std::to_string(source.test.images.size(0)) + " images but " + test_labels +
-                " has " + std::to_string(source.test.labels.size(0)) + " labels");
+    throw Error(test_images + ": " + std::to_string(source.test.images.size(0)) + " images but " +
+                test_labels + " has " + std::to_string(source.test.labels.size(0)) + " labels");
   }
   return source;
 }
@@ -127,7 +133,8 @@ Source load_cifar(const std::string& dir, int classes) {
   std::vector<std::string> train_files;
   std::string test_file;
   if (classes == 10) {
-    for (int i = 1; i <= 5; ++i) train_files.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
+    for (int i = 1; i <= 5; ++i)
+      train_files.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
     test_file = dir + "/test_batch.bin";
   } else {
     train_files.push_back(dir + "/train.bin");
@@ -141,7 +148,8 @@ Source load_cifar(const std::string& dir, int classes) {
   source.test = read_cifar_batches({test_file}, classes);
   for (const auto& path : train_files) source.files.emplace_back(path, "");
   source.files.emplace_back(test_file, "");
-  const std::string names_file = dir + (classes == 10 ? "/batches.meta.txt" : "/fine_label_names.txt");
+  const std::string names_file =
+      dir + (classes == 10 ? "/batches.meta.txt" : "/fine_label_names.txt");
   if (path_exists(names_file)) {
     std::ifstream in(names_file);
     std::string line;
@@ -163,8 +171,9 @@ data::ImageSet npz_split(const std::map<std::string, NpyArray>& arrays, const st
   data::ImageSet set{npy_images(images->second, path + ":" + split + "_images"),
                      npy_labels(labels->second, path + ":" + split + "_labels")};
   if (set.images.size(0) != set.labels.size(0)) {
-    throw Error(path + ": " + split + "_images has " + std::to_string(set.images.size(0)) + " images but " +
-                split + "_labels has " + std::to_string(set.labels.size(0)) + " labels");
+    throw Error(path + ": " + split + "_images has " + std::to_string(set.images.size(0)) +
+                " images but " + split + "_labels has " + std::to_string(set.labels.size(0)) +
+                " labels");
   }
   return set;
 }
@@ -209,11 +218,13 @@ std::string detect_format(const std::string& path) {
   const auto extension = lower(fs::path(path).extension().string());
   if (extension == ".npz") return "npz";
   if (extension == ".h5" || extension == ".hdf5") return "h5";
-  throw Error(path + ": cannot tell the format from the name; pass --format idx|cifar10|cifar100|npz|h5");
+  throw Error(path +
+              ": cannot tell the format from the name; pass --format idx|cifar10|cifar100|npz|h5");
 }
 
 Source load_source(const SourceOptions& options) {
-  const std::string format = options.format == "auto" ? detect_format(options.path) : options.format;
+  const std::string format =
+      options.format == "auto" ? detect_format(options.path) : options.format;
   Source source;
   if (format == "idx") {
     source = load_idx(options.path);
@@ -226,7 +237,8 @@ Source load_source(const SourceOptions& options) {
   } else if (format == "h5") {
     source = load_canonical(options.path);
   } else {
-    throw UsageError("unknown --format '" + format + "' (expected auto, idx, cifar10, cifar100, npz, h5)");
+    throw UsageError("unknown --format '" + format +
+                     "' (expected auto, idx, cifar10, cifar100, npz, h5)");
   }
 
   auto& info = source.info;
@@ -240,7 +252,8 @@ Source load_source(const SourceOptions& options) {
     std::int64_t highest = std::max(max_label(source.train), max_label(source.test));
     if (source.val) highest = std::max(highest, max_label(*source.val));
     if (known && !known->class_names.empty()) {
-      info.class_names = known->class_names;  // a known set fixes its classes; check_image_set rejects others
+      info.class_names =
+          known->class_names;  // a known set fixes its classes; check_image_set rejects others
       info.classes = static_cast<std::int64_t>(known->class_names.size());
     } else {
       info.classes = std::max<std::int64_t>(info.classes, highest + 1);
@@ -257,7 +270,8 @@ Source load_source(const SourceOptions& options) {
   info.height = source.train.images.size(2);
   info.width = source.train.images.size(3);
   const auto check_shape = [&](const data::ImageSet& set, const std::string& split) {
-    if (set.images.size(1) != info.channels || set.images.size(2) != info.height || set.images.size(3) != info.width) {
+    if (set.images.size(1) != info.channels || set.images.size(2) != info.height ||
+        set.images.size(3) != info.width) {
       throw Error(options.path + ": " + split + " images have a different shape than train images");
     }
     data::check_image_set(set, info.classes, options.path + ": " + split);

@@ -17,7 +17,8 @@ BasicBlockImpl::BasicBlockImpl(std::int64_t in, std::int64_t out, std::int64_t s
   bn2 = register_module("bn2", torch::nn::BatchNorm2d(out));
   shortcut = register_module("shortcut", torch::nn::Sequential());
   if (stride != 1 || in != out) {
-    shortcut->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)));
+    shortcut->push_back(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)));
     shortcut->push_back(torch::nn::BatchNorm2d(out));
   }
 }
@@ -58,7 +59,9 @@ at::Tensor ResNet20Impl::features(const at::Tensor& x) {
   return y.mean({2, 3});
 }
 
-at::Tensor ResNet20Impl::forward(const at::Tensor& x) { return head(features(x)); }
+at::Tensor ResNet20Impl::forward(const at::Tensor& x) {
+  return head(features(x));
+}
 
 std::int64_t parameter_count(torch::nn::Module& module) {
   std::int64_t count = 0;
@@ -91,7 +94,8 @@ double resnet20_forward_flops(const ResNetShape& shape) {
 void to_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& parameter : module.parameters()) {
-    if (parameter.dim() == 4) parameter.set_data(parameter.data().contiguous(at::MemoryFormat::ChannelsLast));
+    if (parameter.dim() == 4)
+      parameter.set_data(parameter.data().contiguous(at::MemoryFormat::ChannelsLast));
   }
 }
 

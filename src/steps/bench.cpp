@@ -17,6 +17,7 @@ namespace kr::steps {
 namespace {
 
 void add_bench_options(po::options_description& options) {
+  // clang-format off
   options.add_options()
       ("model", po::value<std::string>()->default_value("resnet20"), "network to time: resnet20")
       ("batch-per-rank", po::value<std::int64_t>()->default_value(128), "images per rank per step (weak scaling)")
@@ -27,6 +28,7 @@ void add_bench_options(po::options_description& options) {
       ("warmup", po::value<int>()->default_value(3), "untimed steps")
       ("steps", po::value<int>()->default_value(20), "timed steps")
       ("json", po::value<std::string>()->default_value(""), "append the result as one JSON line to this file");
+  // clang-format on
 }
 
 std::vector<std::int64_t> parse_image(const std::string& text) {
@@ -47,13 +49,15 @@ std::vector<std::int64_t> parse_image(const std::string& text) {
 }
 
 int run_bench(Context& context) {
-  if (context.get<std::string>("model") != "resnet20") throw UsageError("--model: only resnet20 is benchmarked so far");
+  if (context.get<std::string>("model") != "resnet20")
+    throw UsageError("--model: only resnet20 is benchmarked so far");
   const auto dims = parse_image(context.get<std::string>("image"));
   const auto batch = context.get<std::int64_t>("batch-per-rank");
   // See train_teacher.cpp: oneDNN's channels-last path needs widths divisible by 8.
-  const bool channels_last = context.get<bool>("channels-last") && context.get<std::int64_t>("width") % 8 == 0;
-  nn::ResNetShape shape{dims[0], context.get<std::int64_t>("classes"), context.get<std::int64_t>("width"), dims[1],
-                        dims[2]};
+  const bool channels_last =
+      context.get<bool>("channels-last") && context.get<std::int64_t>("width") % 8 == 0;
+  nn::ResNetShape shape{dims[0], context.get<std::int64_t>("classes"),
+                        context.get<std::int64_t>("width"), dims[1], dims[2]};
   torch::manual_seed(1);
   nn::ResNet20 model(shape);
   if (channels_last) nn::to_channels_last(*model);
@@ -76,8 +80,10 @@ int run_bench(Context& context) {
   const int steps = context.get<int>("steps");
   for (int i = 0; i < steps; ++i) step();
   context.comm.barrier();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double images_per_second = static_cast<double>(batch) * context.comm.size() * steps / seconds;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double images_per_second =
+      static_cast<double>(batch) * context.comm.size() * steps / seconds;
   const double gflops = images_per_second * 3.0 * nn::resnet20_forward_flops(shape) / 1e9;
   Json row{{"impl", "kr"},
            {"model", "resnet20"},
@@ -90,9 +96,12 @@ int run_bench(Context& context) {
            {"gflops_per_second", gflops},
            {"seconds_per_step", seconds / steps}};
   char line[200];
-  std::snprintf(line, sizeof line, "bench: resnet20 %s %d rank(s) x %d thread(s), B=%lld/rank, %s: %.1f img/s, %.2f GFLOP/s",
-                context.get<std::string>("image").c_str(), context.comm.size(), context.threads.intra_op,
-                static_cast<long long>(batch), channels_last ? "channels-last" : "NCHW", images_per_second, gflops);
+  std::snprintf(
+      line, sizeof line,
+      "bench: resnet20 %s %d rank(s) x %d thread(s), B=%lld/rank, %s: %.1f img/s, %.2f GFLOP/s",
+      context.get<std::string>("image").c_str(), context.comm.size(), context.threads.intra_op,
+      static_cast<long long>(batch), channels_last ? "channels-last" : "NCHW", images_per_second,
+      gflops);
   log::info(line);
   const auto json_path = context.get<std::string>("json");
   if (!json_path.empty() && context.comm.rank() == 0) {
@@ -105,8 +114,8 @@ int run_bench(Context& context) {
 }  // namespace
 
 Step bench_step() {
-  return Step{"bench", "time training steps of the reference networks (images/s, GFLOP/s)", add_bench_options,
-              run_bench};
+  return Step{"bench", "time training steps of the reference networks (images/s, GFLOP/s)",
+              add_bench_options, run_bench};
 }
 
 }  // namespace kr::steps

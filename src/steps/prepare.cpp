@@ -20,6 +20,7 @@ namespace kr::steps {
 namespace {
 
 void add_prepare_options(po::options_description& options) {
+  // clang-format off
   options.add_options()
       ("source", po::value<std::string>()->default_value(io::kDefaultSource),
        "data set to ingest: IDX directory, CIFAR batch directory, MedMNIST .npz, or a kr .h5 file")
@@ -30,16 +31,18 @@ void add_prepare_options(po::options_description& options) {
       ("out", po::value<std::string>()->default_value(""), "output file (default: <workdir>/data/data.h5)")
       ("overwrite", po::bool_switch(), "replace an existing output file")
       ("val-size", po::value<std::int64_t>()->default_value(5000),
-       "images carved from train into val (class-stratified) when the source has no val split")
+       "images carved from train into val (class-stratified) when the source has no val split;\n"
+       "given explicitly for a source with val (npz, kr .h5), train and val are merged and re-split")
       ("split-seed", po::value<std::uint64_t>()->default_value(0), "seed of the val split and of the limits")
       ("train-limit", po::value<std::int64_t>()->default_value(0), "keep this many train images, stratified (0: all)")
       ("per-class-limit", po::value<std::int64_t>()->default_value(0), "keep at most this many train images per class (0: all)")
       ("val-limit", po::value<std::int64_t>()->default_value(0), "keep this many val images, stratified (0: all)")
       ("test-limit", po::value<std::int64_t>()->default_value(0), "keep this many test images, stratified (0: all)");
+  // clang-format on
 }
 
-data::ImageSet stratified_subset(const data::ImageSet& set, std::int64_t classes, std::int64_t limit,
-                                 std::uint64_t seed) {
+data::ImageSet stratified_subset(const data::ImageSet& set, std::int64_t classes,
+                                 std::int64_t limit, std::uint64_t seed) {
   if (limit <= 0 || limit >= set.size()) return set;
   return data::take(set, data::stratified_choice(set.labels, classes, limit, seed).first);
 }
@@ -51,24 +54,36 @@ data::Dataset build_dataset(const io::Source& source, const Context& context) {
   dataset.info.split_seed = seed;
   const auto classes = dataset.info.classes;
   dataset.test = source.test;
-  if (source.val) {
+  if (source.val && !context.has("val-size")) {
     dataset.train = source.train;
     dataset.val = *source.val;
   } else {
-    const auto val_size = context.get<std::int64_t>("val-size");
-    if (val_size <= 0 || val_size >= source.train.size()) {
-      throw UsageError("--val-size " + std::to_string(val_size) + " must be between 1 and the " +
-                       std::to_string(source.train.size() - 1) + " train images");
+    // No val split in the source, or an explicit --val-size: carve val from train (and
+    // from the source's val, merged back, when re-splitting).
+    data::ImageSet pool = source.train;
+    if (source.val) {
+      pool = data::ImageSet{torch::cat({source.train.images, source.val->images}),
+                            torch::cat({source.train.labels, source.val->labels})};
     }
-    auto [val, train] = data::stratified_choice(source.train.labels, classes, val_size, seed);
-    dataset.val = data::take(source.train, val);
-    dataset.train = data::take(source.train, train);
+    const auto val_size = context.get<std::int64_t>("val-size");
+    if (val_size <= 0 || val_size >= pool.size()) {
+      throw UsageError("--val-size " + std::to_string(val_size) + " must be between 1 and the " +
+                       std::to_string(pool.size() - 1) + " train images");
+    }
+    auto [val, train] = data::stratified_choice(pool.labels, classes, val_size, seed);
+    dataset.val = data::take(pool, val);
+    dataset.train = data::take(pool, train);
   }
   const auto per_class = context.get<std::int64_t>("per-class-limit");
-  if (per_class > 0) dataset.train = data::take(dataset.train, data::per_class_choice(dataset.train.labels, classes, per_class, seed));
-  dataset.train = stratified_subset(dataset.train, classes, context.get<std::int64_t>("train-limit"), seed + 1);
-  dataset.val = stratified_subset(dataset.val, classes, context.get<std::int64_t>("val-limit"), seed + 2);
-  dataset.test = stratified_subset(dataset.test, classes, context.get<std::int64_t>("test-limit"), seed + 3);
+  if (per_class > 0)
+    dataset.train = data::take(
+        dataset.train, data::per_class_choice(dataset.train.labels, classes, per_class, seed));
+  dataset.train =
+      stratified_subset(dataset.train, classes, context.get<std::int64_t>("train-limit"), seed + 1);
+  dataset.val =
+      stratified_subset(dataset.val, classes, context.get<std::int64_t>("val-limit"), seed + 2);
+  dataset.test =
+      stratified_subset(dataset.test, classes, context.get<std::int64_t>("test-limit"), seed + 3);
   return dataset;
 }
 
@@ -93,31 +108,36 @@ int run_prepare(Context& context) {
     const data::Dataset dataset = build_dataset(source, context);
     make_dirs(parent_dir(out));
     io::write_dataset(dataset, out);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    Json summary{{"name", dataset.info.name},
-                 {"classes", dataset.info.classes},
-                 {"shape", {dataset.info.channels, dataset.info.height, dataset.info.width}},
-                 {"hflip", dataset.info.hflip},
-                 {"train", dataset.train.size()},
-                 {"val", dataset.val.size()},
-                 {"test", dataset.test.size()},
-                 {"train_per_class", data::class_counts(dataset.train.labels, dataset.info.classes)},
-                 {"val_per_class", data::class_counts(dataset.val.labels, dataset.info.classes)},
-                 {"test_per_class", data::class_counts(dataset.test.labels, dataset.info.classes)},
-                 {"source_sha256", dataset.info.source_sha256},
-                 {"split_seed", dataset.info.split_seed},
-                 {"seconds", seconds},
-                 {"output", out}};
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    Json summary{
+        {"name", dataset.info.name},
+        {"classes", dataset.info.classes},
+        {"shape", {dataset.info.channels, dataset.info.height, dataset.info.width}},
+        {"hflip", dataset.info.hflip},
+        {"train", dataset.train.size()},
+        {"val", dataset.val.size()},
+        {"test", dataset.test.size()},
+        {"train_per_class", data::class_counts(dataset.train.labels, dataset.info.classes)},
+        {"val_per_class", data::class_counts(dataset.val.labels, dataset.info.classes)},
+        {"test_per_class", data::class_counts(dataset.test.labels, dataset.info.classes)},
+        {"source_sha256", dataset.info.source_sha256},
+        {"split_seed", dataset.info.split_seed},
+        {"seconds", seconds},
+        {"output", out}};
     Json files = Json::array();
-    for (const auto& [path, sha] : source.files) files.push_back(Json{{"path", path}, {"sha256", sha}});
+    for (const auto& [path, sha] : source.files)
+      files.push_back(Json{{"path", path}, {"sha256", sha}});
     record.set("source_files", files);
     record.set("results", summary);
     record.set("outputs", Json{{"data", Json{{"path", out}, {"sha256", sha256_file(out)}}}});
-    log::info("prepare: " + dataset.info.name + " -> " + out + ": train " + std::to_string(dataset.train.size()) +
-              ", val " + std::to_string(dataset.val.size()) + ", test " + std::to_string(dataset.test.size()) +
-              " images of " + std::to_string(dataset.info.channels) + "x" + std::to_string(dataset.info.height) +
-              "x" + std::to_string(dataset.info.width) + ", " + std::to_string(dataset.info.classes) +
-              " classes, " + std::to_string(seconds).substr(0, 5) + " s");
+    log::info("prepare: " + dataset.info.name + " -> " + out + ": train " +
+              std::to_string(dataset.train.size()) + ", val " + std::to_string(dataset.val.size()) +
+              ", test " + std::to_string(dataset.test.size()) + " images of " +
+              std::to_string(dataset.info.channels) + "x" + std::to_string(dataset.info.height) +
+              "x" + std::to_string(dataset.info.width) + ", " +
+              std::to_string(dataset.info.classes) + " classes, " +
+              std::to_string(seconds).substr(0, 5) + " s");
   });
   record.finish("complete");
   return 0;

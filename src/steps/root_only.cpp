@@ -19,8 +19,8 @@ void run_on_root(comm::Communicator& comm, const std::function<void()>& work) {
       failure = error.what();
     }
   }
-  auto header = torch::tensor({static_cast<std::int64_t>(failure.size()), static_cast<std::int64_t>(usage)},
-                              torch::kInt64);
+  auto header = torch::tensor(
+      {static_cast<std::int64_t>(failure.size()), static_cast<std::int64_t>(usage)}, torch::kInt64);
   comm.broadcast(header, 0);
   const auto length = header[0].item<std::int64_t>();
   if (length == 0) return;

@@ -25,7 +25,8 @@ std::string now_iso() {
 }
 }  // namespace
 
-RunRecord::RunRecord(Context& context, std::string run_dir) : context_(context), run_dir_(std::move(run_dir)) {
+RunRecord::RunRecord(Context& context, std::string run_dir)
+    : context_(context), run_dir_(std::move(run_dir)) {
   const auto hosts = context.runtime.all_hostnames();
   record_["step"] = context.step;
   record_["status"] = "running";
@@ -58,7 +59,9 @@ void RunRecord::add_input(const std::string& role, const std::string& path) {
   record_["inputs"][role] = Json{{"path", path}, {"sha256", sha256_file(path)}};
 }
 
-void RunRecord::set(const std::string& key, Json value) { record_[key] = std::move(value); }
+void RunRecord::set(const std::string& key, Json value) {
+  record_[key] = std::move(value);
+}
 
 void RunRecord::finish(const std::string& status) {
   record_["status"] = status;
@@ -66,6 +69,8 @@ void RunRecord::finish(const std::string& status) {
   if (context_.comm.rank() == 0) write();
 }
 
-void RunRecord::write() { write_file_atomic(run_dir_ + "/run.json", record_.dump(2) + "\n"); }
+void RunRecord::write() {
+  write_file_atomic(run_dir_ + "/run.json", record_.dump(2) + "\n");
+}
 
 }  // namespace kr::steps

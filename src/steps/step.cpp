@@ -7,15 +7,33 @@
 namespace kr::steps {
 
 std::string Context::path_option(const std::string& name, const std::string& fallback) const {
-  if (options.count(name) && !options[name].as<std::string>().empty()) return options[name].as<std::string>();
+  if (options.count(name) && !options[name].as<std::string>().empty())
+    return options[name].as<std::string>();
   return workdir() + "/" + fallback;
 }
 
 std::string config_hash(const Json& config, const std::vector<std::string>& extra_ignored) {
-  static const std::set<std::string> operational = {
-      "config", "workdir", "threads", "comm", "comm-timeout", "comm-warn", "umask", "resume", "allow-reshard",
-      "stop-at-step", "progress-every", "checkpoint-every-steps", "checkpoint-every-minutes", "keep",
-      "fault-rank", "fault-step", "fault-action", "out", "data", "overwrite", "help"};
+  static const std::set<std::string> operational = {"config",
+                                                    "workdir",
+                                                    "threads",
+                                                    "comm",
+                                                    "comm-timeout",
+                                                    "comm-warn",
+                                                    "umask",
+                                                    "resume",
+                                                    "allow-reshard",
+                                                    "stop-at-step",
+                                                    "progress-every",
+                                                    "checkpoint-every-steps",
+                                                    "checkpoint-every-minutes",
+                                                    "keep",
+                                                    "fault-rank",
+                                                    "fault-step",
+                                                    "fault-action",
+                                                    "out",
+                                                    "data",
+                                                    "overwrite",
+                                                    "help"};
   Json kept = Json::object();
   for (const auto& item : config.items()) {
     if (operational.count(item.key())) continue;

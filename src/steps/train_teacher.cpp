@@ -23,6 +23,7 @@ namespace kr::steps {
 namespace {
 
 void add_teacher_options(po::options_description& options) {
+  // clang-format off
   options.add_options()
       ("data", po::value<std::string>()->default_value(""), "prepared data set (default: <workdir>/data/data.h5)")
       ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/teacher)")
@@ -36,6 +37,7 @@ void add_teacher_options(po::options_description& options) {
       ("hflip", po::value<std::string>()->default_value("auto"), "random horizontal flips: auto (per data set), yes, no")
       ("channels-last", po::value<bool>()->default_value(true), "NHWC memory format for convolutions (3x faster here; widths not divisible by 8 stay NCHW)")
       ("eval-batch", po::value<std::int64_t>()->default_value(500), "batch size for evaluation");
+  // clang-format on
   add_training_options(options, 30, 128);
 }
 
@@ -47,8 +49,11 @@ bool use_channels_last(const Context& context) {
 
 class TeacherTask final : public train::TrainTask {
  public:
-  TeacherTask(Context& context, data::Dataset& dataset, nn::ResNet20 model, std::int64_t steps_per_epoch)
-      : context_(context), dataset_(dataset), model_(std::move(model)),
+  TeacherTask(Context& context, data::Dataset& dataset, nn::ResNet20 model,
+              std::int64_t steps_per_epoch)
+      : context_(context),
+        dataset_(dataset),
+        model_(std::move(model)),
         optimizer_(model_->parameters(), torch::optim::SGDOptions(context.get<double>("lr"))
                                              .momentum(context.get<double>("momentum"))
                                              .nesterov(true)
@@ -56,9 +61,11 @@ class TeacherTask final : public train::TrainTask {
         parallel_(context.comm, *model_, context.get<double>("bucket-mb")) {
     augment_.crop_padding = context.get<int>("crop-padding");
     const auto hflip = context.get<std::string>("hflip");
-    if (hflip != "auto" && hflip != "yes" && hflip != "no") throw UsageError("--hflip must be auto, yes or no");
+    if (hflip != "auto" && hflip != "yes" && hflip != "no")
+      throw UsageError("--hflip must be auto, yes or no");
     augment_.hflip = hflip == "auto" ? dataset.info.hflip : hflip == "yes";
-    warmup_steps_ = static_cast<std::int64_t>(context.get<double>("warmup-epochs") * steps_per_epoch);
+    warmup_steps_ =
+        static_cast<std::int64_t>(context.get<double>("warmup-epochs") * steps_per_epoch);
     channels_last_ = use_channels_last(context);
     label_smoothing_ = context.get<double>("label-smoothing");
     seed_ = context.get<std::uint64_t>("seed");
@@ -66,13 +73,17 @@ class TeacherTask final : public train::TrainTask {
 
   std::int64_t dataset_size() const override { return dataset_.train.size(); }
 
-  train::StepOutput train_step(const std::vector<std::int64_t>& local, const train::StepInfo& info) override {
+  train::StepOutput train_step(const std::vector<std::int64_t>& local,
+                               const train::StepInfo& info) override {
     model_->train();
-    auto images = data::assemble_batch(dataset_.train, local, augment_, seed_, static_cast<std::uint64_t>(info.epoch));
+    auto images = data::assemble_batch(dataset_.train, local, augment_, seed_,
+                                       static_cast<std::uint64_t>(info.epoch));
     if (channels_last_) images = images.contiguous(at::MemoryFormat::ChannelsLast);
     auto labels = data::gather_labels(dataset_.train, local);
-    const double lr = cosine_learning_rate(context_.get<double>("lr"), info.global_step, info.total_steps, warmup_steps_);
-    for (auto& group : optimizer_.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+    const double lr = cosine_learning_rate(context_.get<double>("lr"), info.global_step,
+                                           info.total_steps, warmup_steps_);
+    for (auto& group : optimizer_.param_groups())
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
     optimizer_.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(
         model_->forward(images), labels,
@@ -93,7 +104,8 @@ class TeacherTask final : public train::TrainTask {
     return train::evaluate_classifier(
         context_.comm,
         [&](const at::Tensor& images) {
-          return model_->forward(channels_last_ ? images.contiguous(at::MemoryFormat::ChannelsLast) : images);
+          return model_->forward(channels_last_ ? images.contiguous(at::MemoryFormat::ChannelsLast)
+                                                : images);
         },
         set, context_.get<std::int64_t>("eval-batch"));
   }
@@ -120,9 +132,11 @@ class TeacherTask final : public train::TrainTask {
 void write_epochs_csv(const std::string& path, const Json& history) {
   std::string csv = "epoch,train_loss,val_accuracy,val_loss,seconds,images_per_second\n";
   for (const auto& epoch : history) {
-    csv += std::to_string(epoch.value("epoch", 0)) + "," + std::to_string(epoch.value("train_loss", 0.0)) + "," +
-           std::to_string(epoch.value("val_accuracy", 0.0)) + "," + std::to_string(epoch.value("val_loss", 0.0)) +
-           "," + std::to_string(epoch.value("seconds", 0.0)) + "," +
+    csv += std::to_string(epoch.value("epoch", 0)) + "," +
+           std::to_string(epoch.value("train_loss", 0.0)) + "," +
+           std::to_string(epoch.value("val_accuracy", 0.0)) + "," +
+           std::to_string(epoch.value("val_loss", 0.0)) + "," +
+           std::to_string(epoch.value("seconds", 0.0)) + "," +
            std::to_string(epoch.value("images_per_second", 0.0)) + "\n";
   }
   write_file_atomic(path, csv);
@@ -137,8 +151,9 @@ int run_train_teacher(Context& context) {
   record.add_input("data", data_path);
   log::open_jsonl(run_dir);
 
-  nn::ResNetShape shape{dataset.info.channels, dataset.info.classes, context.get<std::int64_t>("width"),
-                        dataset.info.height, dataset.info.width};
+  nn::ResNetShape shape{dataset.info.channels, dataset.info.classes,
+                        context.get<std::int64_t>("width"), dataset.info.height,
+                        dataset.info.width};
   torch::manual_seed(context.get<std::uint64_t>("seed"));
   nn::ResNet20 model(shape);
   if (use_channels_last(context)) nn::to_channels_last(*model);
@@ -146,13 +161,16 @@ int run_train_teacher(Context& context) {
   TeacherTask task(context, dataset, model, steps_per_epoch);
 
   auto options = trainer_options(context, run_dir, "train-teacher");
-  const std::string hash = config_hash(context.config) + "-" + dataset.info.source_sha256.substr(0, 8);
+  const std::string hash =
+      config_hash(context.config) + "-" + dataset.info.source_sha256.substr(0, 8);
   train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
                                        run_identity(context, hash), context.config);
   log::info("train-teacher: resnet20 w=" + std::to_string(shape.width) + " (" +
-            std::to_string(nn::parameter_count(*model)) + " parameters) on " + std::to_string(dataset.train.size()) +
-            " images, " + std::to_string(context.comm.size()) + " rank(s) x " +
-            std::to_string(context.threads.intra_op) + " thread(s), batch " + std::to_string(options.global_batch));
+            std::to_string(nn::parameter_count(*model)) + " parameters) on " +
+            std::to_string(dataset.train.size()) + " images, " +
+            std::to_string(context.comm.size()) + " rank(s) x " +
+            std::to_string(context.threads.intra_op) + " thread(s), batch " +
+            std::to_string(options.global_batch));
   const auto outcome = train::run_training(context.comm, task, options, checkpoints);
   if (outcome.preempted) {
     record.finish("preempted");
@@ -187,20 +205,26 @@ int run_train_teacher(Context& context) {
   if (context.comm.rank() == 0) {
     make_dirs(results_dir);
     nn::save_module(*model, run_dir + "/model.pt");
-    write_file_atomic(run_dir + "/model.json",
-                      Json{{"arch", "resnet20"}, {"width", shape.width}, {"channels", shape.channels},
-                           {"classes", shape.classes}, {"height", shape.height}, {"width_pixels", shape.image_width},
-                           {"params_sha256", params_sha}, {"data_sha256", dataset.info.source_sha256}}
-                              .dump(2));
+    write_file_atomic(run_dir + "/model.json", Json{{"arch", "resnet20"},
+                                                    {"width", shape.width},
+                                                    {"channels", shape.channels},
+                                                    {"classes", shape.classes},
+                                                    {"height", shape.height},
+                                                    {"width_pixels", shape.image_width},
+                                                    {"params_sha256", params_sha},
+                                                    {"data_sha256", dataset.info.source_sha256}}
+                                                   .dump(2));
     write_epochs_csv(results_dir + "/teacher_epochs.csv", outcome.history);
     write_file_atomic(results_dir + "/teacher.json", results.dump(2) + "\n");
   }
   char line[160];
-  std::snprintf(line, sizeof line, "train-teacher: test accuracy %.2f %% (best epoch %lld, val %.2f %%)",
+  std::snprintf(line, sizeof line,
+                "train-teacher: test accuracy %.2f %% (best epoch %lld, val %.2f %%)",
                 100.0 * test.accuracy(), static_cast<long long>(outcome.best.value("epoch", 0)),
                 100.0 * val.accuracy());
   log::info(line);
-  record.set("results", Json{{"test_accuracy", test.accuracy()}, {"val_accuracy", val.accuracy()},
+  record.set("results", Json{{"test_accuracy", test.accuracy()},
+                             {"val_accuracy", val.accuracy()},
                              {"params_sha256", params_sha}});
   record.finish("complete");
   return exit_code::ok;

@@ -9,6 +9,7 @@ namespace kr::steps {
 
 void add_training_options(po::options_description& options, std::int64_t default_epochs,
                           std::int64_t default_batch) {
+  // clang-format off
   options.add_options()
       ("epochs", po::value<std::int64_t>()->default_value(default_epochs), "training epochs")
       ("batch", po::value<std::int64_t>()->default_value(default_batch),
@@ -28,9 +29,11 @@ void add_training_options(po::options_description& options, std::int64_t default
       ("fault-rank", po::value<int>()->default_value(-1), "testing: rank that injects --fault-action")
       ("fault-step", po::value<std::int64_t>()->default_value(-1), "testing: step at which the fault happens")
       ("fault-action", po::value<std::string>()->default_value(""), "testing: sleep:<seconds>, nan or kill");
+  // clang-format on
 }
 
-train::TrainerOptions trainer_options(const Context& context, const std::string& run_dir, const std::string& label) {
+train::TrainerOptions trainer_options(const Context& context, const std::string& run_dir,
+                                      const std::string& label) {
   train::TrainerOptions options;
   options.epochs = context.get<std::int64_t>("epochs");
   options.global_batch = context.get<std::int64_t>("batch");
@@ -61,8 +64,10 @@ train::RunIdentity run_identity(const Context& context, const std::string& confi
   return identity;
 }
 
-double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps, std::int64_t warmup_steps) {
-  if (warmup_steps > 0 && step < warmup_steps) return base * (step + 1) / static_cast<double>(warmup_steps);
+double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps,
+                            std::int64_t warmup_steps) {
+  if (warmup_steps > 0 && step < warmup_steps)
+    return base * (step + 1) / static_cast<double>(warmup_steps);
   const double span = std::max<std::int64_t>(1, total_steps - warmup_steps);
   const double progress = std::min(1.0, (step - warmup_steps) / span);
   return base * 0.5 * (1.0 + std::cos(M_PI * progress));

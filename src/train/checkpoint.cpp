@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "kr/core/error.hpp"
@@ -34,16 +34,22 @@ std::int64_t step_of(const std::string& name) {
   }
 }
 
-at::Tensor rng_state_bytes() { return at::detail::getDefaultCPUGenerator().get_state(); }
+at::Tensor rng_state_bytes() {
+  return at::detail::getDefaultCPUGenerator().get_state();
+}
 
 }  // namespace
 
 CheckpointManager::CheckpointManager(comm::Communicator& comm, std::string directory, int keep,
                                      RunIdentity identity, Json config)
-    : comm_(comm), directory_(std::move(directory)), keep_(std::max(1, keep)), identity_(std::move(identity)),
+    : comm_(comm),
+      directory_(std::move(directory)),
+      keep_(std::max(1, keep)),
+      identity_(std::move(identity)),
       config_(std::move(config)) {}
 
-void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, const Json& state, bool best) {
+void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, const Json& state,
+                             bool best) {
   auto rng = rng_state_bytes().contiguous();
   auto all_rng = comm_.allgather(rng);
   auto verdict = torch::zeros({1}, torch::kInt64);
@@ -71,7 +77,8 @@ void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, co
       }
       {
         std::ofstream out(tmp + "/rng.bin", std::ios::binary);
-        out.write(static_cast<const char*>(all_rng.data_ptr()), static_cast<std::streamsize>(all_rng.nbytes()));
+        out.write(static_cast<const char*>(all_rng.data_ptr()),
+                  static_cast<std::streamsize>(all_rng.nbytes()));
       }
       files.push_back("rng.bin");
       {
@@ -98,7 +105,8 @@ void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, co
       Json hashes;
       for (const auto& file : files) {
         fsync_file(tmp + "/" + file);
-        hashes[file] = Json{{"sha256", sha256_file(tmp + "/" + file)}, {"bytes", file_size(tmp + "/" + file)}};
+        hashes[file] =
+            Json{{"sha256", sha256_file(tmp + "/" + file)}, {"bytes", file_size(tmp + "/" + file)}};
       }
       manifest["files"] = hashes;
       {
@@ -119,8 +127,8 @@ void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, co
   }
   comm_.broadcast(verdict, 0);
   if (verdict.item<std::int64_t>() != 1) {
-    throw Error("checkpoint at step " + std::to_string(step) + " in " + directory_ + " failed on rank 0" +
-                (failure.empty() ? "" : ": " + failure));
+    throw Error("checkpoint at step " + std::to_string(step) + " in " + directory_ +
+                " failed on rank 0" + (failure.empty() ? "" : ": " + failure));
   }
 }
 
@@ -160,32 +168,37 @@ std::string CheckpointManager::verify(const std::string& path) {
   } catch (const std::exception& error) {
     return manifest_path + " is corrupt (" + error.what() + ")";
   }
-  if (manifest.value("format", "") != "kr-checkpoint") return manifest_path + " is not a kr checkpoint manifest";
+  if (manifest.value("format", "") != "kr-checkpoint")
+    return manifest_path + " is not a kr checkpoint manifest";
   for (const auto& item : manifest["files"].items()) {
     const std::string file = path + "/" + item.key();
     if (!path_exists(file)) return file + " is missing";
     const std::string expected = item.value()["sha256"];
     const std::string actual = sha256_file(file);
-    if (actual != expected) return file + " fails its checksum (sha256 " + actual + ", manifest " + expected + ")";
+    if (actual != expected)
+      return file + " fails its checksum (sha256 " + actual + ", manifest " + expected + ")";
   }
   return "";
 }
 
-void CheckpointManager::check_identity(const std::string& path, const Json& manifest, bool allow_reshard) const {
+void CheckpointManager::check_identity(const std::string& path, const Json& manifest,
+                                       bool allow_reshard) const {
   const std::string hash = manifest.value("config_hash", "");
   if (hash != identity_.config_hash) {
-    throw Error(path + ": checkpoint belongs to a different configuration (config hash " + hash + ", this run " +
-                identity_.config_hash + "); use another --out directory or --resume never");
+    throw Error(path + ": checkpoint belongs to a different configuration (config hash " + hash +
+                ", this run " + identity_.config_hash +
+                "); use another --out directory or --resume never");
   }
   const int world = manifest.value("world_size", 0);
   if (world != identity_.world_size && !allow_reshard) {
-    throw Error(path + ": checkpoint was written by " + std::to_string(world) + " ranks, this job has " +
-                std::to_string(identity_.world_size) + "; rerun with " + std::to_string(world) +
-                " ranks or pass --allow-reshard");
+    throw Error(path + ": checkpoint was written by " + std::to_string(world) +
+                " ranks, this job has " + std::to_string(identity_.world_size) + "; rerun with " +
+                std::to_string(world) + " ranks or pass --allow-reshard");
   }
   if (manifest.value("onednn_isa", -1) != identity_.onednn_isa) {
     log::warn(path + ": written on a different CPU instruction set (oneDNN ISA " +
-              std::to_string(manifest.value("onednn_isa", -1)) + ", here " + std::to_string(identity_.onednn_isa) +
+              std::to_string(manifest.value("onednn_isa", -1)) + ", here " +
+              std::to_string(identity_.onednn_isa) +
               "): the resumed run will not be bit-identical");
   }
 }
@@ -200,7 +213,8 @@ std::optional<std::string> CheckpointManager::find_latest(bool allow_reshard) {
     std::vector<std::pair<std::int64_t, std::string>> steps;
     for (const auto& entry : fs::directory_iterator(directory_)) {
       const auto name = entry.path().filename().string();
-      if (step_of(name) >= 0 && step_of(name) < step_of(latest)) steps.emplace_back(step_of(name), name);
+      if (step_of(name) >= 0 && step_of(name) < step_of(latest))
+        steps.emplace_back(step_of(name), name);
     }
     std::sort(steps.rbegin(), steps.rend());
     for (const auto& candidate : steps) {
@@ -227,7 +241,8 @@ std::optional<std::string> CheckpointManager::find_best() {
   return path;
 }
 
-Json CheckpointManager::load(const std::string& path, const CheckpointItems& items, bool allow_reshard) {
+Json CheckpointManager::load(const std::string& path, const CheckpointItems& items,
+                             bool allow_reshard) {
   const std::string problem = verify(path);
   if (!problem.empty()) throw Error("checkpoint " + path + " is corrupt: " + problem);
   const Json manifest = Json::parse(read_file(path + "/manifest.json"));

@@ -22,14 +22,17 @@ DataParallel::DataParallel(comm::Communicator& comm, torch::nn::Module& module, 
     if (current.parameters.empty()) return;
     std::int64_t elements = 0;
     for (const auto& parameter : current.parameters) elements += parameter.numel();
-    current.flat = torch::zeros({elements}, current.parameters.front().options().requires_grad(false));
+    current.flat =
+        torch::zeros({elements}, current.parameters.front().options().requires_grad(false));
     buckets_.push_back(std::move(current));
     current = Bucket{};
     current_bytes = 0;
     cap = bucket_mb * mib;
   };
   for (auto it = trainable.rbegin(); it != trainable.rend(); ++it) {
-    if (!current.parameters.empty() && it->scalar_type() != current.parameters.front().scalar_type()) close_bucket();
+    if (!current.parameters.empty() &&
+        it->scalar_type() != current.parameters.front().scalar_type())
+      close_bucket();
     current.parameters.push_back(*it);
     current_bytes += it->nbytes();
     if (static_cast<double>(current_bytes) >= cap) close_bucket();

@@ -7,8 +7,8 @@
 
 namespace kr::train {
 
-EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits, const data::ImageSet& set,
-                               std::int64_t batch) {
+EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits,
+                               const data::ImageSet& set, std::int64_t batch) {
   torch::NoGradGuard no_grad;
   const Range range = shard_range(set.size(), comm.rank(), comm.size());
   std::int64_t correct = 0;
@@ -19,15 +19,17 @@ EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits,
     auto labels = set.labels.narrow(0, begin, count);
     auto output = logits(images);
     correct += output.argmax(1).eq(labels).sum().item<std::int64_t>();
-    loss_sum += torch::nn::functional::cross_entropy(
-                    output, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            output, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
   }
   auto counts = torch::tensor({correct, range.end - range.begin}, torch::kInt64);
   auto loss = torch::tensor({loss_sum}, torch::kFloat64);
   comm.allreduce(counts, comm::ReduceOp::sum);
   comm.allreduce(loss, comm::ReduceOp::sum);
-  return EvalResult{counts[0].item<std::int64_t>(), counts[1].item<std::int64_t>(), loss.item<double>()};
+  return EvalResult{counts[0].item<std::int64_t>(), counts[1].item<std::int64_t>(),
+                    loss.item<double>()};
 }
 
 }  // namespace kr::train

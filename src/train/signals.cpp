@@ -6,7 +6,9 @@ namespace kr::train {
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_stop_signal(int) { g_stop = 1; }
+extern "C" void on_stop_signal(int) {
+  g_stop = 1;
+}
 }  // namespace
 
 void install_stop_signal_handlers() {
@@ -18,7 +20,11 @@ void install_stop_signal_handlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-bool stop_requested() { return g_stop != 0; }
-void clear_stop_request() { g_stop = 0; }
+bool stop_requested() {
+  return g_stop != 0;
+}
+void clear_stop_request() {
+  g_stop = 0;
+}
 
 }  // namespace kr::train

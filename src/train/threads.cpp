@@ -25,7 +25,10 @@ int affinity_cpus() {
 }
 
 Json ThreadSettings::to_json() const {
-  return Json{{"intra_op", intra_op}, {"openblas", openblas}, {"source", source}, {"blas", blas},
+  return Json{{"intra_op", intra_op},
+              {"openblas", openblas},
+              {"source", source},
+              {"blas", blas},
               {"onednn_isa", onednn_isa}};
 }
 
@@ -36,7 +39,8 @@ ThreadSettings configure_threads(int requested, int local_ranks) {
   if (requested > 0) {
     settings.intra_op = requested;
     settings.source = "--threads";
-  } else if (const char* slurm = std::getenv("SLURM_CPUS_PER_TASK"); slurm && std::atoi(slurm) > 0) {
+  } else if (const char* slurm = std::getenv("SLURM_CPUS_PER_TASK");
+             slurm && std::atoi(slurm) > 0) {
     settings.intra_op = std::atoi(slurm);
     settings.source = "SLURM_CPUS_PER_TASK";
   } else {

@@ -39,7 +39,8 @@ bool inject_fault(const FaultInjection& fault, int rank, std::int64_t step) {
   if (fault.rank != rank || fault.step != step || fault.action.empty()) return false;
   if (fault.action.rfind("sleep:", 0) == 0) {
     const double seconds = std::stod(fault.action.substr(6));
-    log::warn("fault injection: sleeping " + fault.action.substr(6) + " s at step " + std::to_string(step));
+    log::warn("fault injection: sleeping " + fault.action.substr(6) + " s at step " +
+              std::to_string(step));
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     return false;
   }
@@ -60,9 +61,12 @@ struct Position {
   Json history = Json::array();
 
   Json to_json() const {
-    return Json{{"epoch", epoch},     {"step_in_epoch", step_in_epoch},
-                {"global_step", global_step}, {"best_metric", std::isfinite(best_metric) ? best_metric : -1e300},
-                {"best", best},       {"history", history}};
+    return Json{{"epoch", epoch},
+                {"step_in_epoch", step_in_epoch},
+                {"global_step", global_step},
+                {"best_metric", std::isfinite(best_metric) ? best_metric : -1e300},
+                {"best", best},
+                {"history", history}};
   }
   static Position from_json(const Json& state) {
     Position position;
@@ -80,7 +84,8 @@ struct Position {
 
 TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const TrainerOptions& options,
                           CheckpointManager& checkpoints) {
-  DistributedSampler sampler(task.dataset_size(), options.global_batch, comm.rank(), comm.size(), options.seed);
+  DistributedSampler sampler(task.dataset_size(), options.global_batch, comm.rank(), comm.size(),
+                             options.seed);
   const std::int64_t steps_per_epoch = sampler.steps_per_epoch();
   const std::int64_t total_steps = steps_per_epoch * options.epochs;
   Position position;
@@ -92,9 +97,11 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
     resume_from = options.resume;
   }
   if (resume_from) {
-    position = Position::from_json(checkpoints.load(*resume_from, task.checkpoint_items(), options.allow_reshard));
-    log::info(options.label + ": resumed from " + *resume_from + " at step " + std::to_string(position.global_step) +
-              " (epoch " + std::to_string(position.epoch + 1) + ")");
+    position = Position::from_json(
+        checkpoints.load(*resume_from, task.checkpoint_items(), options.allow_reshard));
+    log::info(options.label + ": resumed from " + *resume_from + " at step " +
+              std::to_string(position.global_step) + " (epoch " +
+              std::to_string(position.epoch + 1) + ")");
   }
 
   auto checkpoint = [&](bool best) {
@@ -119,7 +126,8 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
     while (position.step_in_epoch < steps_per_epoch) {
       comm.set_step(position.global_step);
       const bool force_nan = inject_fault(options.fault, comm.rank(), position.global_step);
-      const StepInfo info{position.epoch, position.step_in_epoch, position.global_step, total_steps};
+      const StepInfo info{position.epoch, position.step_in_epoch, position.global_step,
+                          total_steps};
       const auto local = sampler.local_indices(position.epoch, position.step_in_epoch);
       StepOutput out = task.train_step(local, info);
       if (force_nan) out.loss = std::numeric_limits<double>::quiet_NaN();
@@ -135,9 +143,10 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
                 seconds_since(last_checkpoint) >= options.checkpoint_every_seconds;
       comm.allreduce(flags, comm::ReduceOp::max);
       if (flag[1] > 0) {
-        throw Error(options.label + ": non-finite loss at step " + std::to_string(position.global_step - 1) +
-                    " (epoch " + std::to_string(position.epoch + 1) + ") on rank " + std::to_string(flag[1] - 1) +
-                    "; every rank stops here");
+        throw Error(options.label + ": non-finite loss at step " +
+                    std::to_string(position.global_step - 1) + " (epoch " +
+                    std::to_string(position.epoch + 1) + ") on rank " +
+                    std::to_string(flag[1] - 1) + "; every rank stops here");
       }
       window_loss += out.loss;
       epoch_loss += out.loss;
@@ -147,22 +156,28 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
         auto mean = torch::tensor({window_loss / window_steps}, torch::kFloat64);
         comm.allreduce(mean, comm::ReduceOp::avg);
         const double elapsed = seconds_since(window_start);
-        const double images_per_second = elapsed > 0 ? window_steps * options.global_batch / elapsed : 0.0;
+        const double images_per_second =
+            elapsed > 0 ? window_steps * options.global_batch / elapsed : 0.0;
         const double eta = elapsed / window_steps * (total_steps - position.global_step);
         char line[256];
-        std::snprintf(line, sizeof line, "%s: epoch %lld/%lld step %lld/%lld loss %.4f  %.0f img/s  ETA %s",
-                      options.label.c_str(), static_cast<long long>(position.epoch + 1),
-                      static_cast<long long>(options.epochs), static_cast<long long>(position.global_step),
-                      static_cast<long long>(total_steps), mean.item<double>(), images_per_second,
-                      format_duration(eta).c_str());
+        std::snprintf(
+            line, sizeof line, "%s: epoch %lld/%lld step %lld/%lld loss %.4f  %.0f img/s  ETA %s",
+            options.label.c_str(), static_cast<long long>(position.epoch + 1),
+            static_cast<long long>(options.epochs), static_cast<long long>(position.global_step),
+            static_cast<long long>(total_steps), mean.item<double>(), images_per_second,
+            format_duration(eta).c_str());
         log::info(line);
-        log::record(Json{{"event", "progress"}, {"step", position.global_step}, {"loss", out.loss},
-                         {"window_mean_loss", mean.item<double>()}, {"images_per_second", images_per_second}});
+        log::record(Json{{"event", "progress"},
+                         {"step", position.global_step},
+                         {"loss", out.loss},
+                         {"window_mean_loss", mean.item<double>()},
+                         {"images_per_second", images_per_second}});
         window_start = Clock::now();
         window_steps = 0;
         window_loss = 0.0;
       }
-      stop_now = flag[0] != 0 || (options.stop_at_step >= 0 && position.global_step >= options.stop_at_step);
+      stop_now = flag[0] != 0 ||
+                 (options.stop_at_step >= 0 && position.global_step >= options.stop_at_step);
       if (position.step_in_epoch == steps_per_epoch) break;  // the epoch end checkpoints
       const bool due = flag[2] != 0 || (options.checkpoint_every_steps > 0 &&
                                         position.global_step % options.checkpoint_every_steps == 0);
@@ -176,7 +191,8 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
     if (position.step_in_epoch == steps_per_epoch) {
       task.synchronize_buffers();
       Json metrics = task.evaluate(position.epoch);
-      auto loss = torch::tensor({epoch_loss_steps ? epoch_loss / epoch_loss_steps : 0.0}, torch::kFloat64);
+      auto loss =
+          torch::tensor({epoch_loss_steps ? epoch_loss / epoch_loss_steps : 0.0}, torch::kFloat64);
       comm.allreduce(loss, comm::ReduceOp::avg);
       const double epoch_seconds = seconds_since(epoch_start);
       metrics["epoch"] = position.epoch + 1;
@@ -192,7 +208,8 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
       }
       position.history.push_back(metrics);
       log::info(options.label + ": epoch " + std::to_string(position.epoch + 1) + "/" +
-                std::to_string(options.epochs) + " " + metrics.dump() + (best ? "  (best so far)" : ""));
+                std::to_string(options.epochs) + " " + metrics.dump() +
+                (best ? "  (best so far)" : ""));
       log::record(Json{{"event", "epoch"}, {"metrics", metrics}});
       ++position.epoch;
       position.step_in_epoch = 0;
@@ -212,7 +229,8 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
 
   outcome.steps_done = position.global_step;
   outcome.seconds = seconds_since(start);
-  outcome.images_per_second = outcome.seconds > 0 ? steps_this_run * options.global_batch / outcome.seconds : 0.0;
+  outcome.images_per_second =
+      outcome.seconds > 0 ? steps_this_run * options.global_batch / outcome.seconds : 0.0;
   outcome.history = position.history;
   outcome.best = position.best;
   return outcome;

@@ -25,7 +25,9 @@ kr::comm::MpiCommunicator& world() {
 
 }  // namespace
 
-TEST(Communicator, RunsOnTwoRanks) { ASSERT_EQ(world().size(), 2) << "run under mpiexec -n 2"; }
+TEST(Communicator, RunsOnTwoRanks) {
+  ASSERT_EQ(world().size(), 2) << "run under mpiexec -n 2";
+}
 
 TEST(Communicator, AllreduceSumAverageMax) {
   auto& comm = world();
@@ -35,7 +37,8 @@ TEST(Communicator, AllreduceSumAverageMax) {
   auto average = torch::full({2}, static_cast<double>(comm.rank() * 4));
   comm.allreduce(average, kr::comm::ReduceOp::avg);
   EXPECT_TRUE(average.equal(torch::full({2}, 2.0, torch::kFloat64)));
-  auto maximum = torch::tensor({static_cast<std::int64_t>(comm.rank()), static_cast<std::int64_t>(-comm.rank())});
+  auto maximum = torch::tensor(
+      {static_cast<std::int64_t>(comm.rank()), static_cast<std::int64_t>(-comm.rank())});
   comm.allreduce(maximum, kr::comm::ReduceOp::max);
   EXPECT_EQ(maximum[0].item<std::int64_t>(), 1);
   EXPECT_EQ(maximum[1].item<std::int64_t>(), 0);
@@ -45,7 +48,8 @@ TEST(Communicator, AllreduceSumAverageMax) {
 TEST(Communicator, BroadcastAllgatherBarrierAndSequence) {
   auto& comm = world();
   const auto before = comm.sequence();
-  auto payload = comm.rank() == 0 ? torch::arange(5, torch::kInt64) : torch::zeros({5}, torch::kInt64);
+  auto payload =
+      comm.rank() == 0 ? torch::arange(5, torch::kInt64) : torch::zeros({5}, torch::kInt64);
   comm.broadcast(payload, 0);
   EXPECT_TRUE(payload.equal(torch::arange(5, torch::kInt64)));
   auto gathered = comm.allgather(torch::full({2, 2}, static_cast<float>(comm.rank())));
@@ -70,8 +74,9 @@ TEST(Communicator, RootFailureReachesEveryRank) {
 namespace {
 torch::nn::Sequential no_batchnorm_model() {
   torch::manual_seed(17);
-  return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)), torch::nn::ReLU(),
-                               torch::nn::Flatten(), torch::nn::Linear(4 * 8 * 8, 10));
+  return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)),
+                               torch::nn::ReLU(), torch::nn::Flatten(),
+                               torch::nn::Linear(4 * 8 * 8, 10));
 }
 }  // namespace
 
@@ -92,13 +97,14 @@ TEST(DataParallel, TwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
       for (auto& p : model->parameters()) p.add_(1.0);
     }
     kr::train::DataParallel parallel(communicator, *model, 0.001, 0.001);  // many buckets
-    torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
+    torch::optim::SGD optimizer(model->parameters(),
+                                torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
     kr::train::DistributedSampler sampler(256, global_batch, rank, size, 3);
     for (std::int64_t step = 0; step < 5; ++step) {
       auto index = torch::tensor(sampler.local_indices(0, step), torch::kInt64);
       optimizer.zero_grad();
-      auto loss = torch::nn::functional::cross_entropy(model->forward(images.index_select(0, index)),
-                                                       labels.index_select(0, index));
+      auto loss = torch::nn::functional::cross_entropy(
+          model->forward(images.index_select(0, index)), labels.index_select(0, index));
       loss.backward();
       parallel.synchronize_gradients();
       optimizer.step();
@@ -109,7 +115,8 @@ TEST(DataParallel, TwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
   auto distributed = train(comm, comm.rank(), comm.size());
   kr::comm::SelfCommunicator self;
   auto single = train(self, 0, 1);
-  const double relative = (distributed - single).abs().max().item<double>() / single.abs().max().item<double>();
+  const double relative =
+      (distributed - single).abs().max().item<double>() / single.abs().max().item<double>();
   EXPECT_LT(relative, 1e-5);
   auto other = distributed.clone();
   comm.broadcast(other, 0);
@@ -147,10 +154,12 @@ TEST(Evaluate, TwoRankAccuracyEqualsOneRankExactly) {
 
 TEST(Nccl, CommunicatorOnGpus) {
 #if KR_HAS_NCCL
-  if (kr::comm::cuda_device_count() == 0) GTEST_SKIP() << "built with NCCL, but this machine has no GPU";
+  if (kr::comm::cuda_device_count() == 0)
+    GTEST_SKIP() << "built with NCCL, but this machine has no GPU";
   kr::comm::NcclCommunicator nccl(std::make_unique<kr::comm::MpiCommunicator>(), world().rank());
   EXPECT_EQ(nccl.size(), 2);
-  EXPECT_THROW(nccl.allreduce(torch::ones({2}), kr::comm::ReduceOp::sum), kr::Error);  // CPU tensor refused
+  EXPECT_THROW(nccl.allreduce(torch::ones({2}), kr::comm::ReduceOp::sum),
+               kr::Error);  // CPU tensor refused
 #else
   GTEST_SKIP() << "built without NCCL (KR_HAS_NCCL=0)";
 #endif

@@ -55,4 +55,19 @@ expect_exit 1 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src"
 expect_output "output exists"
 expect_exit 0 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src" --overwrite --train-limit 300 --val-size 200
 pass "prepare writes a private file, run.json, and refuses to overwrite"
+
+# A kr .h5 as the source: subset it, or merge train+val and re-split with an explicit --val-size.
+expect_exit 0 "$KR" prepare --workdir "$WORK/r" --source "$WORK/w/data/data.h5" --val-size 100
+python3 - "$WORK/r/data/run.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+assert (r["train"], r["val"], r["name"]) == (300 + 200 - 100, 100, "src"), r
+PY
+expect_exit 0 "$KR" prepare --workdir "$WORK/s" --source "$WORK/w/data/data.h5" --test-limit 50
+python3 - "$WORK/s/data/run.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+assert (r["train"], r["val"], r["test"]) == (300, 200, 50), r
+PY
+pass "re-split and subset of an existing kr data set"
 echo "cli_test: all passed"

@@ -42,16 +42,19 @@ inline void write_bytes(const std::string& path, const std::string& bytes, bool 
 }
 
 inline void put_u32(std::string& out, std::uint32_t value) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((value >> shift) & 0xff));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((value >> shift) & 0xff));
 }
 
-inline std::string idx_images(std::uint32_t count, std::uint32_t height, std::uint32_t width, std::uint32_t seed = 1) {
+inline std::string idx_images(std::uint32_t count, std::uint32_t height, std::uint32_t width,
+                              std::uint32_t seed = 1) {
   std::string out = {0, 0, 8, 3};
   put_u32(out, count);
   put_u32(out, height);
   put_u32(out, width);
   std::mt19937 rng(seed);
-  for (std::uint64_t i = 0; i < std::uint64_t{count} * height * width; ++i) out.push_back(static_cast<char>(rng() & 0xff));
+  for (std::uint64_t i = 0; i < std::uint64_t{count} * height * width; ++i)
+    out.push_back(static_cast<char>(rng() & 0xff));
   return out;
 }
 
@@ -73,17 +76,21 @@ inline void write_idx_dir(const std::string& dir, int train, int test, int class
   std::filesystem::create_directories(dir);
   const std::string suffix = gzip ? ".gz" : "";
   write_bytes(dir + "/train-images-idx3-ubyte" + suffix, idx_images(train, 28, 28, 1), gzip);
-  write_bytes(dir + "/train-labels-idx1-ubyte" + suffix, idx_labels(cyclic_labels(train, classes)), gzip);
+  write_bytes(dir + "/train-labels-idx1-ubyte" + suffix, idx_labels(cyclic_labels(train, classes)),
+              gzip);
   write_bytes(dir + "/t10k-images-idx3-ubyte" + suffix, idx_images(test, 28, 28, 2), gzip);
-  write_bytes(dir + "/t10k-labels-idx1-ubyte" + suffix, idx_labels(cyclic_labels(test, classes)), gzip);
+  write_bytes(dir + "/t10k-labels-idx1-ubyte" + suffix, idx_labels(cyclic_labels(test, classes)),
+              gzip);
 }
 
 // One .npy blob (format 1.0) of `descr`, `shape` and raw payload.
-inline std::string npy(const std::string& descr, const std::vector<std::int64_t>& shape, const std::string& payload) {
+inline std::string npy(const std::string& descr, const std::vector<std::int64_t>& shape,
+                       const std::string& payload) {
   std::string dims;
   for (auto d : shape) dims += std::to_string(d) + ", ";
   if (shape.size() > 1) dims.resize(dims.size() - 2);
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + header.size() + 1) % 64 != 0) header.push_back(' ');
   header.push_back('\n');
   std::string out = "\x93NUMPY";

@@ -19,6 +19,18 @@ kr::data::ImageSet make_set(std::int64_t count, std::int64_t classes) {
   auto labels = torch::arange(count, torch::kInt64).remainder(classes);
   return {images, labels};
 }
+
+kr::data::Dataset toy_dataset(std::int64_t train, std::int64_t train_classes,
+                              std::int64_t classes) {
+  kr::data::Dataset dataset;
+  dataset.info = {"toy", classes, {}, 1, 8, 8, false, "", 0};
+  for (std::int64_t c = 0; c < classes; ++c)
+    dataset.info.class_names.push_back(std::string(1, 'a' + c));
+  dataset.train = make_set(train, train_classes);
+  dataset.val = make_set(9, classes);
+  dataset.test = make_set(6, classes);
+  return dataset;
+}
 }  // namespace
 
 TEST(KeyedRng, StreamsDependOnEveryKeyPart) {
@@ -86,11 +98,9 @@ TEST(Augment, NoAugmentationIsPlainScaling) {
 
 TEST(DatasetFile, RoundTrip) {
   TempDir dir;
-  kr::data::Dataset dataset;
-  dataset.info = {"toy", 3, {"a", "b", "c"}, 1, 8, 8, true, "abc", 5};
-  dataset.train = make_set(30, 3);
-  dataset.val = make_set(9, 3);
-  dataset.test = make_set(6, 3);
+  auto dataset = toy_dataset(30, 3, 3);
+  dataset.info.hflip = true;
+  dataset.info.split_seed = 5;
   kr::io::write_dataset(dataset, dir / "data.h5");
   auto loaded = kr::io::read_dataset(dir / "data.h5");
   EXPECT_EQ(loaded.info.name, "toy");
@@ -101,28 +111,21 @@ TEST(DatasetFile, RoundTrip) {
   EXPECT_TRUE(loaded.test.labels.equal(dataset.test.labels));
   // Nothing but the final file is left in the directory.
   int entries = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) entries += entry.exists();
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path()))
+    entries += entry.exists();
   EXPECT_EQ(entries, 1);
 }
 
 TEST(DatasetFile, FailedWriteLeavesNothing) {
   TempDir dir;
-  kr::data::Dataset dataset;
-  dataset.info = {"toy", 2, {"a", "b"}, 1, 8, 8, false, "", 0};
-  dataset.train = make_set(10, 3);  // label 2 is out of range for 2 classes
-  dataset.val = make_set(4, 2);
-  dataset.test = make_set(4, 2);
+  const auto dataset = toy_dataset(10, 3, 2);  // train label 2 is out of range for 2 classes
   EXPECT_THROW(kr::io::write_dataset(dataset, dir / "data.h5"), kr::Error);
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
 TEST(DatasetFile, TruncatedFileIsAnError) {
   TempDir dir;
-  kr::data::Dataset dataset;
-  dataset.info = {"toy", 3, {"a", "b", "c"}, 1, 8, 8, false, "", 0};
-  dataset.train = make_set(3000, 3);
-  dataset.val = make_set(9, 3);
-  dataset.test = make_set(6, 3);
+  const auto dataset = toy_dataset(3000, 3, 3);
   kr::io::write_dataset(dataset, dir / "data.h5");
   const auto bytes = kr::read_file(dir / "data.h5");
   kr::test::write_bytes(dir / "cut.h5", bytes.substr(0, bytes.size() / 2));

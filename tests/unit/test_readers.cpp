@@ -23,7 +23,8 @@ std::string error_of(const std::function<void()>& action) {
   return "";
 }
 
-void write_npz(const std::string& path, const std::vector<std::pair<std::string, std::string>>& members) {
+void write_npz(const std::string& path,
+               const std::vector<std::pair<std::string, std::string>>& members) {
   int error = 0;
   zip_t* archive = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
   ASSERT_NE(archive, nullptr);
@@ -127,7 +128,8 @@ TEST(Source, IdxDirectoryLoads) {
 TEST(Source, ImageLabelCountMismatch) {
   TempDir dir;
   kr::test::write_idx_dir(dir / "set", 20, 10, 10, false);
-  kr::test::write_bytes(dir / "set/train-labels-idx1-ubyte", kr::test::idx_labels(kr::test::cyclic_labels(19, 10)));
+  kr::test::write_bytes(dir / "set/train-labels-idx1-ubyte",
+                        kr::test::idx_labels(kr::test::cyclic_labels(19, 10)));
   kr::io::SourceOptions options;
   options.path = dir / "set";
   const auto message = error_of([&] { kr::io::load_source(options); });
@@ -140,7 +142,8 @@ TEST(Source, LabelOutOfRangeForKnownSet) {
   kr::test::write_idx_dir(dir / "fashion-mnist", 20, 10, 10, false);
   auto labels = kr::test::cyclic_labels(20, 10);
   labels[3] = 12;
-  kr::test::write_bytes(dir / "fashion-mnist/train-labels-idx1-ubyte", kr::test::idx_labels(labels));
+  kr::test::write_bytes(dir / "fashion-mnist/train-labels-idx1-ubyte",
+                        kr::test::idx_labels(labels));
   kr::io::SourceOptions options;
   options.path = dir / "fashion-mnist";
   const auto message = error_of([&] { kr::io::load_source(options); });
@@ -189,12 +192,13 @@ TEST(Cifar100, UsesFineLabel) {
 TEST(Npz, MedMnistStyleArchiveLoads) {
   TempDir dir;
   const std::string path = dir / "pathmnist.npz";
-  write_npz(path, {{"train_images", kr::test::npy("|u1", {6, 28, 28, 3}, u8_payload(6 * 28 * 28 * 3))},
-                   {"train_labels", kr::test::npy("<i8", {6, 1}, labels_i64({0, 1, 2, 0, 1, 2}))},
-                   {"val_images", kr::test::npy("|u1", {3, 28, 28, 3}, u8_payload(3 * 28 * 28 * 3))},
-                   {"val_labels", kr::test::npy("<i8", {3, 1}, labels_i64({0, 1, 2}))},
-                   {"test_images", kr::test::npy("|u1", {3, 28, 28, 3}, u8_payload(3 * 28 * 28 * 3))},
-                   {"test_labels", kr::test::npy("<i8", {3, 1}, labels_i64({2, 1, 0}))}});
+  write_npz(path,
+            {{"train_images", kr::test::npy("|u1", {6, 28, 28, 3}, u8_payload(6 * 28 * 28 * 3))},
+             {"train_labels", kr::test::npy("<i8", {6, 1}, labels_i64({0, 1, 2, 0, 1, 2}))},
+             {"val_images", kr::test::npy("|u1", {3, 28, 28, 3}, u8_payload(3 * 28 * 28 * 3))},
+             {"val_labels", kr::test::npy("<i8", {3, 1}, labels_i64({0, 1, 2}))},
+             {"test_images", kr::test::npy("|u1", {3, 28, 28, 3}, u8_payload(3 * 28 * 28 * 3))},
+             {"test_labels", kr::test::npy("<i8", {3, 1}, labels_i64({2, 1, 0}))}});
   kr::io::SourceOptions options;
   options.path = path;
   auto source = kr::io::load_source(options);
@@ -211,7 +215,8 @@ TEST(Npz, MedMnistStyleArchiveLoads) {
 TEST(Npz, NonUint8ImagesAreRefused) {
   TempDir dir;
   const std::string path = dir / "bad.npz";
-  write_npz(path, {{"train_images", kr::test::npy("<f4", {2, 28, 28}, std::string(2 * 28 * 28 * 4, '\0'))},
+  write_npz(path, {{"train_images",
+                    kr::test::npy("<f4", {2, 28, 28}, std::string(2 * 28 * 28 * 4, '\0'))},
                    {"train_labels", kr::test::npy("<i8", {2}, labels_i64({0, 1}))},
                    {"test_images", kr::test::npy("|u1", {1, 28, 28}, u8_payload(784))},
                    {"test_labels", kr::test::npy("<i8", {1}, labels_i64({0}))}});
@@ -252,7 +257,8 @@ TEST(Npz, NegativeLabelIsOutOfRange) {
 }
 
 TEST(FashionMnist, DebianPackageHasTheExpectedClassCounts) {
-  if (!kr::path_exists(kr::io::kDefaultSource)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  if (!kr::path_exists(kr::io::kDefaultSource))
+    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   auto source = kr::io::load_source(kr::io::SourceOptions{});
   ASSERT_EQ(source.info.classes, 10);
   EXPECT_EQ(source.train.size(), 60000);

@@ -68,7 +68,8 @@ TEST(Sampler, ShardRangesAreDisjointAndCover) {
 
 TEST(DataParallel, FirstBucketIsSmallThenLarger) {
   kr::comm::SelfCommunicator comm;
-  torch::nn::Sequential model(torch::nn::Linear(512, 512), torch::nn::Linear(512, 512), torch::nn::Linear(512, 10));
+  torch::nn::Sequential model(torch::nn::Linear(512, 512), torch::nn::Linear(512, 512),
+                              torch::nn::Linear(512, 10));
   kr::train::DataParallel parallel(comm, *model, 25.0, 1.0);
   const auto sizes = parallel.bucket_sizes();
   ASSERT_EQ(sizes.size(), 2u);
@@ -93,10 +94,12 @@ class TinyTask final : public kr::train::TrainTask {
     targets_ = inputs_.sum(1, true).sin();
   }
   std::int64_t dataset_size() const override { return 64; }
-  kr::train::StepOutput train_step(const std::vector<std::int64_t>& local, const kr::train::StepInfo&) override {
+  kr::train::StepOutput train_step(const std::vector<std::int64_t>& local,
+                                   const kr::train::StepInfo&) override {
     auto index = torch::tensor(local, torch::kInt64);
     optimizer_.zero_grad();
-    auto loss = torch::mse_loss(model_->forward(inputs_.index_select(0, index)), targets_.index_select(0, index));
+    auto loss = torch::mse_loss(model_->forward(inputs_.index_select(0, index)),
+                                targets_.index_select(0, index));
     loss.backward();
     parallel_.synchronize_gradients();
     optimizer_.step();
@@ -104,7 +107,8 @@ class TinyTask final : public kr::train::TrainTask {
   }
   kr::Json evaluate(std::int64_t) override {
     torch::NoGradGuard guard;
-    return kr::Json{{"val_accuracy", -torch::mse_loss(model_->forward(inputs_), targets_).item<double>()}};
+    return kr::Json{
+        {"val_accuracy", -torch::mse_loss(model_->forward(inputs_), targets_).item<double>()}};
   }
   kr::train::CheckpointItems checkpoint_items() override {
     return {{{"model", model_.ptr().get()}}, {{"optimizer", &optimizer_}}};
@@ -133,8 +137,8 @@ std::string train_tiny(const kr::train::TrainerOptions& options, bool* preempted
   kr::comm::SelfCommunicator comm;
   torch::manual_seed(1);
   TinyTask task(comm);
-  kr::train::CheckpointManager checkpoints(comm, options.checkpoint_dir, options.keep, {"cfg", 1, 1, 0, -1},
-                                           kr::Json::object());
+  kr::train::CheckpointManager checkpoints(comm, options.checkpoint_dir, options.keep,
+                                           {"cfg", 1, 1, 0, -1}, kr::Json::object());
   auto outcome = kr::train::run_training(comm, task, options, checkpoints);
   if (preempted) *preempted = outcome.preempted;
   return task.state();
@@ -162,7 +166,8 @@ TEST(Trainer, KeepsLatestAndBestWhilePruning) {
   options.keep = 1;
   train_tiny(options);
   std::set<std::string> kept;
-  for (const auto& entry : std::filesystem::directory_iterator(dir / "ckpt")) kept.insert(entry.path().filename());
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "ckpt"))
+    kept.insert(entry.path().filename());
   EXPECT_TRUE(kept.count("latest"));
   EXPECT_TRUE(kept.count("best"));
   const auto latest = kr::read_file(dir / "ckpt/latest");
@@ -180,16 +185,19 @@ TEST(Checkpoint, FlippedByteIsDetectedAndOlderGoodOneNamed) {
   auto bytes = kr::read_file(latest + "/model.pt");
   bytes[bytes.size() / 2] ^= 0x01;
   kr::test::write_bytes(latest + "/model.pt", bytes);
-  EXPECT_NE(kr::train::CheckpointManager::verify(latest).find("fails its checksum"), std::string::npos);
+  EXPECT_NE(kr::train::CheckpointManager::verify(latest).find("fails its checksum"),
+            std::string::npos);
   kr::comm::SelfCommunicator comm;
-  kr::train::CheckpointManager manager(comm, dir / "ckpt", 5, {"cfg", 1, 1, 0, -1}, kr::Json::object());
+  kr::train::CheckpointManager manager(comm, dir / "ckpt", 5, {"cfg", 1, 1, 0, -1},
+                                       kr::Json::object());
   try {
     manager.find_latest(false);
     FAIL() << "corrupt checkpoint accepted";
   } catch (const kr::Error& error) {
     const std::string message = error.what();
     EXPECT_NE(message.find("is corrupt"), std::string::npos) << message;
-    EXPECT_NE(message.find("step_00000016"), std::string::npos) << message;  // the epoch-2 checkpoint
+    EXPECT_NE(message.find("step_00000016"), std::string::npos)
+        << message;  // the epoch-2 checkpoint
   }
 }
 
@@ -197,14 +205,17 @@ TEST(Checkpoint, ForeignConfigurationAndWorldSizeAreRefused) {
   TempDir dir;
   train_tiny(tiny_options(dir / "ckpt"));
   kr::comm::SelfCommunicator comm;
-  kr::train::CheckpointManager other(comm, dir / "ckpt", 2, {"different", 1, 1, 0, -1}, kr::Json::object());
+  kr::train::CheckpointManager other(comm, dir / "ckpt", 2, {"different", 1, 1, 0, -1},
+                                     kr::Json::object());
   EXPECT_THROW(other.find_latest(false), kr::Error);
-  kr::train::CheckpointManager wider(comm, dir / "ckpt", 2, {"cfg", 4, 1, 0, -1}, kr::Json::object());
+  kr::train::CheckpointManager wider(comm, dir / "ckpt", 2, {"cfg", 4, 1, 0, -1},
+                                     kr::Json::object());
   try {
     wider.find_latest(false);
     FAIL() << "world-size mismatch accepted";
   } catch (const kr::Error& error) {
-    EXPECT_NE(std::string(error.what()).find("written by 1 ranks, this job has 4"), std::string::npos)
+    EXPECT_NE(std::string(error.what()).find("written by 1 ranks, this job has 4"),
+              std::string::npos)
         << error.what();
   }
   EXPECT_TRUE(wider.find_latest(true).has_value());

@@ -16,8 +16,8 @@ void add_common_options(po::options_description& options);
 // Stores the options of an INI file for `step`: top-level keys apply to every step
 // that has them, keys under [<step>] only to that step, other steps' sections are
 // skipped. An unknown key or section is a UsageError naming the file.
-void store_config_file(const std::string& path, const std::string& step, const po::options_description& options,
-                       po::variables_map& values);
+void store_config_file(const std::string& path, const std::string& step,
+                       const po::options_description& options, po::variables_map& values);
 
 // Every option's resolved value (for run.json and config hashes).
 Json options_to_json(const po::variables_map& values);

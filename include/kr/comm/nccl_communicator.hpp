@@ -26,22 +26,26 @@ class NcclCommunicator final : public Communicator {
 
  protected:
   void check_tensor(const at::Tensor& tensor) const override;
-  std::unique_ptr<PendingOp> start_allreduce(void* data, std::size_t count, DataType type, ReduceOp op) override;
+  std::unique_ptr<PendingOp> start_allreduce(void* data, std::size_t count, DataType type,
+                                             ReduceOp op) override;
   std::unique_ptr<PendingOp> start_broadcast(void* data, std::size_t bytes, int root) override;
-  std::unique_ptr<PendingOp> start_allgather(const void* send, void* receive, std::size_t bytes_per_rank) override;
+  std::unique_ptr<PendingOp> start_allgather(const void* send, void* receive,
+                                             std::size_t bytes_per_rank) override;
   std::unique_ptr<PendingOp> start_barrier() override;
   bool native_average() const override { return true; }
   void announce_arrival(std::uint64_t sequence) override { mpi_->announce(sequence); }
-  std::vector<int> ranks_not_arrived(std::uint64_t sequence) override { return mpi_->not_arrived(sequence); }
+  std::vector<int> ranks_not_arrived(std::uint64_t sequence) override {
+    return mpi_->not_arrived(sequence);
+  }
 
  private:
   std::unique_ptr<PendingOp> after_enqueue(int nccl_status, const char* what);
 
   std::unique_ptr<MpiCommunicator> mpi_;
   int device_ = 0;
-  void* comm_ = nullptr;    // ncclComm_t
-  void* stream_ = nullptr;  // cudaStream_t
-  void* scratch_ = nullptr; // one device float for barriers
+  void* comm_ = nullptr;     // ncclComm_t
+  void* stream_ = nullptr;   // cudaStream_t
+  void* scratch_ = nullptr;  // one device float for barriers
 };
 
 }  // namespace kr::comm

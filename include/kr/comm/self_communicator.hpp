@@ -13,9 +13,11 @@ class SelfCommunicator final : public Communicator {
 
  protected:
   void check_tensor(const at::Tensor& tensor) const override;
-  std::unique_ptr<PendingOp> start_allreduce(void* data, std::size_t count, DataType type, ReduceOp op) override;
+  std::unique_ptr<PendingOp> start_allreduce(void* data, std::size_t count, DataType type,
+                                             ReduceOp op) override;
   std::unique_ptr<PendingOp> start_broadcast(void* data, std::size_t bytes, int root) override;
-  std::unique_ptr<PendingOp> start_allgather(const void* send, void* receive, std::size_t bytes_per_rank) override;
+  std::unique_ptr<PendingOp> start_allgather(const void* send, void* receive,
+                                             std::size_t bytes_per_rank) override;
   std::unique_ptr<PendingOp> start_barrier() override;
   bool native_average() const override { return true; }
 };

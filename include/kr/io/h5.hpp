@@ -84,8 +84,10 @@ at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType
 std::vector<hsize_t> dataset_shape(const File& file, const std::string& name);
 
 // Attributes on the object `object` ("/" for the root).
-void set_attr(const File& file, const std::string& object, const std::string& name, const std::string& value);
-void set_attr(const File& file, const std::string& object, const std::string& name, std::int64_t value);
+void set_attr(const File& file, const std::string& object, const std::string& name,
+              const std::string& value);
+void set_attr(const File& file, const std::string& object, const std::string& name,
+              std::int64_t value);
 void set_attr(const File& file, const std::string& object, const std::string& name,
               const std::vector<std::string>& values);
 bool has_attr(const File& file, const std::string& object, const std::string& name);

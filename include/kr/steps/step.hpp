@@ -33,7 +33,9 @@ struct Context {
   T get(const std::string& name) const {
     return options[name].as<T>();
   }
-  bool has(const std::string& name) const { return options.count(name) && !options[name].defaulted(); }
+  bool has(const std::string& name) const {
+    return options.count(name) && !options[name].defaulted();
+  }
   std::string workdir() const { return get<std::string>("workdir"); }
   // `--<name>` when given, else <workdir>/<fallback>.
   std::string path_option(const std::string& name, const std::string& fallback) const;

@@ -14,6 +14,7 @@ train::TrainerOptions trainer_options(const Context& context, const std::string&
 train::RunIdentity run_identity(const Context& context, const std::string& config_hash);
 
 // Cosine learning rate with linear warm-up, per step.
-double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps, std::int64_t warmup_steps);
+double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps,
+                            std::int64_t warmup_steps);
 
 }  // namespace kr::steps

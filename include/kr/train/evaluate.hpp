@@ -23,7 +23,7 @@ struct EvalResult {
 using LogitsFn = std::function<at::Tensor(const at::Tensor&)>;
 
 // Collective. `logits` is called under NoGradGuard on float batches in [-1, 1].
-EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits, const data::ImageSet& set,
-                               std::int64_t batch);
+EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits,
+                               const data::ImageSet& set, std::int64_t batch);
 
 }  // namespace kr::train

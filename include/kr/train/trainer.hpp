@@ -31,7 +31,8 @@ class TrainTask {
   virtual ~TrainTask() = default;
   virtual std::int64_t dataset_size() const = 0;
   // Forward, backward, gradient synchronisation and optimiser update on this rank's share.
-  virtual StepOutput train_step(const std::vector<std::int64_t>& local_indices, const StepInfo& info) = 0;
+  virtual StepOutput train_step(const std::vector<std::int64_t>& local_indices,
+                                const StepInfo& info) = 0;
   // Collective; metrics for the epoch log. Must contain the selection metric.
   virtual Json evaluate(std::int64_t epoch) = 0;
   virtual std::string selection_metric() const { return "val_accuracy"; }  // higher is better
@@ -57,7 +58,8 @@ struct TrainerOptions {
   int keep = 3;
   std::string resume = "auto";  // auto, never, or a checkpoint directory
   bool allow_reshard = false;
-  std::int64_t stop_at_step = -1;  // clean stop (checkpoint, exit code preempted) after this many steps
+  std::int64_t stop_at_step =
+      -1;  // clean stop (checkpoint, exit code preempted) after this many steps
   std::int64_t progress_every = 50;
   std::string label = "train";
   FaultInjection fault;
@@ -66,7 +68,7 @@ struct TrainerOptions {
 struct TrainOutcome {
   bool preempted = false;
   std::int64_t steps_done = 0;
-  double seconds = 0.0;        // this invocation's training time
+  double seconds = 0.0;  // this invocation's training time
   double images_per_second = 0.0;
   Json history = Json::array();  // per-epoch metrics over the whole run
   Json best;                     // metrics of the best epoch
