@@ -34,7 +34,7 @@ fi
 # LibTorch links libblas.so.3; Debian's alternatives decide which BLAS that is. The
 # reference BLAS is ~35x slower on matrix products here: insist on OpenBLAS.
 torch_lib=/usr/lib/x86_64-linux-gnu/libtorch_cpu.so
-blas=$(ldd "$torch_lib" | awk '/libblas\.so\.3/ {print $3; exit}')
+blas=$(ldd "$torch_lib" | awk '/libblas\.so\.3/ && !found {print $3; found = 1}')
 if [[ -z "$blas" ]]; then
   echo "install-deps: cannot tell which BLAS $torch_lib uses" >&2; exit 1
 fi
