@@ -10,9 +10,9 @@ packages=(build-essential cmake ccache git pkg-config python3
           openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
-          dataset-fashion-mnist)
+          python3-numpy python3-h5py dataset-fashion-mnist)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy)
+  packages+=(python3-torch)
 fi
 
 missing=()

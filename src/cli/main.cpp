@@ -56,6 +56,27 @@ mode_t parse_umask(const std::string& text) {
   return static_cast<mode_t>(value);
 }
 
+// Options for a step run inside another step (`kr mia` replays the pipeline).
+steps::StepOptions parse_nested(const steps::Step& step, const std::vector<std::string>& args) {
+  po::options_description common("Common options");
+  add_common_options(common);
+  po::options_description specific(step.name + " options");
+  step.add_options(specific);
+  po::options_description all;
+  all.add(common).add(specific);
+  steps::StepOptions parsed;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), parsed.values);
+    const auto config = parsed.values.count("config") ? parsed.values["config"].as<std::string>() : "";
+    if (!config.empty()) store_config_file(config, step.name, all, parsed.values);
+    po::notify(parsed.values);
+  } catch (const po::error& error) {
+    throw UsageError("kr " + step.name + " (nested): " + error.what());
+  }
+  parsed.config = options_to_json(parsed.values);
+  return parsed;
+}
+
 int run_step(const steps::Step& step, const po::variables_map& values, int* argc, char*** argv) {
   comm::MpiRuntime runtime(argc, argv);
   log::set_rank(runtime.world_rank(), runtime.world_size());
@@ -68,7 +89,7 @@ int run_step(const steps::Step& step, const po::variables_map& values, int* argc
     communicator->watchdog().timeout_seconds = values["comm-timeout"].as<double>();
     communicator->watchdog().warn_seconds = values["comm-warn"].as<double>();
     steps::Context context{*communicator,           runtime, values,
-                           options_to_json(values), threads, step.name};
+                           options_to_json(values), threads, step.name, parse_nested};
     try {
       code = step.run(context);
     } catch (const UsageError& error) {

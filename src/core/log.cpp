@@ -82,6 +82,8 @@ void info(const std::string& message) {
   if (g_rank == 0) emit(stdout, "", message);
 }
 
+void rank_info(const std::string& message) { emit(stdout, "", message); }
+
 void warn(const std::string& message) {
   emit(stderr, "warning: ", message);
   record(Json{{"event", "warning"}, {"message", message}});

@@ -11,7 +11,8 @@ at::Tensor to_float(const at::Tensor& images_uint8) {
 }
 
 at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& indices,
-                          const Augment& augment, std::uint64_t seed, std::uint64_t epoch) {
+                          const Augment& augment, std::uint64_t seed, std::uint64_t epoch,
+                          const std::vector<std::int64_t>* keys) {
   const std::int64_t channels = set.images.size(1);
   const std::int64_t height = set.images.size(2);
   const std::int64_t width = set.images.size(3);
@@ -23,7 +24,7 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
   const int pad = augment.crop_padding;
 
   for (std::int64_t b = 0; b < batch; ++b) {
-    const auto index = static_cast<std::uint64_t>(indices[b]);
+    const auto index = static_cast<std::uint64_t>(keys ? (*keys)[b] : indices[b]);
     int shift_y = 0;
     int shift_x = 0;
     if (pad > 0) {

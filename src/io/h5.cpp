@@ -132,6 +132,40 @@ void write_tensor(const File& file, const std::string& name, const at::Tensor& t
   }
 }
 
+void write_virtual(const File& file, const std::string& name, at::ScalarType dtype,
+                   const std::vector<hsize_t>& dims, const std::vector<VirtualSource>& sources,
+                   double fill) {
+  const hid_t type = native_type(dtype);
+  const int rank = static_cast<int>(dims.size());
+  Handle space(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
+  Handle plist(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  const std::int64_t fill_int = static_cast<std::int64_t>(fill);
+  const float fill_float = static_cast<float>(fill);
+  const std::uint8_t fill_byte = static_cast<std::uint8_t>(fill);
+  const void* fill_value = dtype == at::kLong    ? static_cast<const void*>(&fill_int)
+                           : dtype == at::kFloat ? static_cast<const void*>(&fill_float)
+                                                 : static_cast<const void*>(&fill_byte);
+  check(H5Pset_fill_value(plist.get(), type, fill_value), file, "cannot set the fill value of '" + name + "'");
+  for (const auto& source : sources) {
+    std::vector<hsize_t> source_dims = dims;
+    source_dims[0] = source.rows;
+    Handle source_space(H5Screate_simple(rank, source_dims.data(), nullptr), H5Sclose);
+    std::vector<hsize_t> start(dims.size(), 0);
+    start[0] = source.first;
+    Handle selection(H5Scopy(space.get()), H5Sclose);
+    check(H5Sselect_hyperslab(selection.get(), H5S_SELECT_SET, start.data(), nullptr,
+                              source_dims.data(), nullptr),
+          file, "bad virtual selection for '" + name + "'");
+    check(H5Pset_virtual(plist.get(), selection.get(), source.file.c_str(), source.dataset.c_str(),
+                         source_space.get()),
+          file, "cannot map " + source.file + " into '" + name + "'");
+  }
+  Handle dataset(H5Dcreate2(file.id(), name.c_str(), type, space.get(), H5P_DEFAULT, plist.get(),
+                            H5P_DEFAULT),
+                 H5Dclose);
+  if (!dataset.valid()) fail(file, "cannot create virtual dataset '" + name + "'");
+}
+
 std::vector<hsize_t> dataset_shape(const File& file, const std::string& name) {
   if (!exists(file, name)) fail(file, "missing dataset '" + name + "'");
   Handle dataset(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), H5Dclose);

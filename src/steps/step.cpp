@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "kr/core/error.hpp"
 #include "kr/core/sha256.hpp"
 
 namespace kr::steps {
@@ -10,6 +11,17 @@ std::string Context::path_option(const std::string& name, const std::string& fal
   if (options.count(name) && !options[name].as<std::string>().empty())
     return options[name].as<std::string>();
   return workdir() + "/" + fallback;
+}
+
+int run_nested_step(Context& parent, comm::Communicator& comm, const std::string& name,
+                    const std::vector<std::string>& args) {
+  const Step* step = find_step(name);
+  if (!step) throw Error("no step named '" + name + "'");
+  if (!parent.parse_options) throw Error("nested steps need the cli's option parser");
+  StepOptions options = parent.parse_options(*step, args);
+  Context context{comm, parent.runtime, options.values, options.config, parent.threads, step->name,
+                  parent.parse_options};
+  return step->run(context);
 }
 
 std::string config_hash(const Json& config, const std::vector<std::string>& extra_ignored) {

@@ -107,6 +107,7 @@ TrainOutcome run_training(comm::Communicator& comm, TrainTask& task, const Train
   auto checkpoint = [&](bool best) {
     task.synchronize_buffers();
     checkpoints.save(position.global_step, task.checkpoint_items(), position.to_json(), best);
+    task.on_checkpoint(position.global_step);
   };
 
   TrainOutcome outcome;

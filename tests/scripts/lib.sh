@@ -5,6 +5,9 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/kr_script.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 MPIRUN=(mpirun --bind-to none)
+# Debian's python3 (with h5py and numpy), not a pyenv shim that lacks them.
+PY=python3
+[[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
@@ -50,5 +53,28 @@ def write(name, count, labels):
         f.write(bytes(labels))
 write("train", 1200, [i % 10 for i in range(1200)])
 write("t10k", 200, [i % 10 for i in range(200)])
+PY
+}
+
+# A CIFAR-100-format source (3x32x32, 100 classes): 10 train and 2 test images per class.
+make_tiny_cifar100() {
+  python3 - "$1" <<'PY'
+import os, random, sys
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+random.seed(1)
+def write(name, per_class):
+    with open(os.path.join(out, name), "wb") as f:
+        for i in range(per_class * 100):
+            c = i % 100
+            record = bytearray([c // 5, c])
+            for channel in range(3):
+                for y in range(32):
+                    for x in range(32):
+                        on = (x // 4 + y // 4 + c + channel) % 7 < 3
+                        record.append(min(255, (180 if on else 30) + random.randint(0, 40)))
+            f.write(bytes(record))
+write("train.bin", 10)
+write("test.bin", 2)
 PY
 }

@@ -81,6 +81,22 @@ void write_tensor(const File& file, const std::string& name, const at::Tensor& t
 at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType dtype,
                        int expected_rank = -1);
 
+// One source of a virtual dataset: rows [first, first + rows) of the virtual
+// dataset come from `dataset` in `file` (a path relative to the virtual file's
+// directory, or absolute).
+struct VirtualSource {
+  std::string file;
+  std::string dataset;
+  hsize_t first = 0;
+  hsize_t rows = 0;
+};
+
+// Creates a virtual dataset (HDF5 VDS) of shape `dims` over `sources`, stacked
+// along dim 0; unmapped or unreadable rows read as `fill`.
+void write_virtual(const File& file, const std::string& name, at::ScalarType dtype,
+                   const std::vector<hsize_t>& dims, const std::vector<VirtualSource>& sources,
+                   double fill);
+
 std::vector<hsize_t> dataset_shape(const File& file, const std::string& name);
 
 // Attributes on the object `object` ("/" for the root).

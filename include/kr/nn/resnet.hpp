@@ -37,6 +37,7 @@ class ResNet20Impl : public torch::nn::Module {
   explicit ResNet20Impl(const ResNetShape& shape);
   at::Tensor forward(const at::Tensor& x);   // logits (B, K)
   at::Tensor features(const at::Tensor& x);  // penultimate, (B, 4w)
+  at::Tensor classify(const at::Tensor& features);  // the linear head
   const ResNetShape& shape() const { return shape_; }
 
  private:

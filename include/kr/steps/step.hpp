@@ -21,6 +21,16 @@ namespace kr::steps {
 
 namespace po = boost::program_options;
 
+struct Step;
+
+// Options of a step parsed from command-line style arguments (and the INI file a
+// `--config` among them names), as `kr <step> args...` would parse them.
+struct StepOptions {
+  po::variables_map values;
+  Json config;
+};
+using OptionParser = std::function<StepOptions(const Step& step, const std::vector<std::string>& args)>;
+
 struct Context {
   comm::Communicator& comm;
   const comm::MpiRuntime& runtime;
@@ -28,6 +38,7 @@ struct Context {
   Json config;  // every resolved option, for run.json and config hashes
   train::ThreadSettings threads;
   std::string step;
+  OptionParser parse_options;  // set by the cli layer; used to run steps inside a step
 
   template <typename T>
   T get(const std::string& name) const {
@@ -49,6 +60,9 @@ struct Step {
 };
 
 const std::vector<Step>& registry();
+// Runs `name` in this process on `comm` with options parsed from `args`; returns its exit code.
+int run_nested_step(Context& parent, comm::Communicator& comm, const std::string& name,
+                    const std::vector<std::string>& args);
 const Step* find_step(const std::string& name);
 
 // sha256 over the resolved options except the operational ones (paths, threads,

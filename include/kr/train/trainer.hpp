@@ -39,6 +39,8 @@ class TrainTask {
   virtual CheckpointItems checkpoint_items() = 0;
   // Collective; called before evaluations and checkpoints (BatchNorm buffer broadcast).
   virtual void synchronize_buffers() {}
+  // Collective; called after every committed checkpoint (sample grids and the like).
+  virtual void on_checkpoint(std::int64_t /*global_step*/) {}
 };
 
 // Deliberate faults for the resilience tests (`--fault-*` options).

@@ -1,0 +1,64 @@
+// Membership-inference scores and their evaluation (METHOD.md "Membership
+// inference", Carlini et al. 2022 LiRA). Higher score = "member".
+//
+// Note [Leave-one-out LiRA]
+// The M runs of a recipe each train on their keep-row half of the pool. Each run
+// in turn is the target and the other M - 1 its shadows; the scores of all
+// targets are pooled (M x P scores with membership keep[j][x]). Per-augmentation
+// scores are computed then averaged (never the phi values).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kr/core/json.hpp"
+
+namespace kr::privacy {
+
+// phi = log p_y - log(sum_{k != y} p_k) from logits (..., K) in float64.
+at::Tensor logit_scaled_confidence(const at::Tensor& logits, const at::Tensor& labels);
+
+// Inputs for one attacked recipe: logits[j] of run j on the pool, shape (A, P, K)
+// (A query augmentations), pool labels (P), keep (M, P) bool.
+struct AttackInputs {
+  std::vector<at::Tensor> logits;
+  at::Tensor labels;
+  at::Tensor keep;
+  // RMIA population: logits of every run on points no run trained on (A, Z, K), and their labels.
+  std::vector<at::Tensor> population_logits;
+  at::Tensor population_labels;
+  double rmia_a = 0.3;
+};
+
+// Scores (M, P) float64 of every attack, by name: lira_online_global,
+// lira_online_per_example, lira_offline_global, lira_offline_per_example,
+// loss, confidence, entropy, modified_entropy, rmia_offline.
+std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs);
+
+struct RocSummary {
+  double auc = 0.5;
+  double balanced_accuracy = 0.5;
+  double tpr_at_0_1 = 0, tpr_at_1 = 0, tpr_at_10 = 0;  // TPR at FPR <= 0.1 %, 1 %, 10 %
+  std::int64_t members = 0, non_members = 0;
+  std::vector<double> fpr, tpr;  // the curve, thinned to at most ~400 points
+};
+
+// ROC of scores (higher = member) against membership (both flattened).
+RocSummary roc(const at::Tensor& scores, const at::Tensor& members, bool keep_curve = true);
+
+// Rank-based AUC (ties count one half).
+double roc_auc(const at::Tensor& scores, const at::Tensor& members);
+// Largest TPR over thresholds whose FPR does not exceed `fpr`.
+double tpr_at_fpr(const at::Tensor& scores, const at::Tensor& members, double fpr);
+
+// 95 % bootstrap intervals of AUC and TPR at 0.1 % and 1 % FPR (`rounds` resamples, keyed by seed).
+Json bootstrap_intervals(const at::Tensor& scores, const at::Tensor& members, int rounds,
+                         std::uint64_t seed);
+
+// A keep matrix (M, P) with every column IN for exactly M / 2 runs (M even), keyed by seed.
+at::Tensor balanced_keep_matrix(std::int64_t runs, std::int64_t points, std::uint64_t seed);
+
+}  // namespace kr::privacy

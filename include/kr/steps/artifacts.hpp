@@ -1,0 +1,34 @@
+// Reading what earlier steps wrote: trained classifiers (teacher, student).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "kr/core/json.hpp"
+#include "kr/gen/quality.hpp"
+#include "kr/nn/resnet.hpp"
+
+namespace kr::steps {
+
+struct LoadedClassifier {
+  nn::ResNet20 model{nullptr};
+  Json description;  // model.json
+  std::string weights;
+  std::string weights_sha256;
+  bool channels_last = false;
+
+  at::Tensor logits(const at::Tensor& images);  // eval mode, no gradient
+  gen::ClassifierView view();
+};
+
+// A classifier run directory (model.json + model.pt), checked against the data
+// shape when `classes` > 0. Errors name the file.
+LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channels = 0,
+                                 std::int64_t classes = 0);
+
+// Writes <run_dir>/model.json for a resnet20 classifier.
+Json classifier_description(const nn::ResNetShape& shape, const std::string& params_sha256,
+                            const std::string& data_sha256);
+
+}  // namespace kr::steps

@@ -1,0 +1,80 @@
+#include "kr/steps/artifacts.hpp"
+
+#include <torch/torch.h>
+
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/sha256.hpp"
+#include "kr/nn/serialize.hpp"
+
+namespace kr::steps {
+
+at::Tensor LoadedClassifier::logits(const at::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  return model->forward(channels_last ? images.contiguous(at::MemoryFormat::ChannelsLast) : images);
+}
+
+gen::ClassifierView LoadedClassifier::view() {
+  auto model_ref = model;
+  const bool nhwc = channels_last;
+  return gen::ClassifierView{
+      [model_ref, nhwc](const at::Tensor& images) mutable {
+        torch::NoGradGuard no_grad;
+        model_ref->eval();
+        return model_ref->features(nhwc ? images.contiguous(at::MemoryFormat::ChannelsLast)
+                                        : images);
+      },
+      [model_ref](const at::Tensor& features) mutable {
+        torch::NoGradGuard no_grad;
+        return model_ref->classify(features);
+      }};
+}
+
+Json classifier_description(const nn::ResNetShape& shape, const std::string& params_sha256,
+                            const std::string& data_sha256) {
+  return Json{{"arch", "resnet20"},
+              {"width", shape.width},
+              {"channels", shape.channels},
+              {"classes", shape.classes},
+              {"height", shape.height},
+              {"width_pixels", shape.image_width},
+              {"params_sha256", params_sha256},
+              {"data_sha256", data_sha256}};
+}
+
+LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channels,
+                                 std::int64_t classes) {
+  const std::string description_path = run_dir + "/model.json";
+  if (!path_exists(description_path))
+    throw Error(run_dir + ": no trained classifier here (model.json missing; run the step that "
+                          "makes it first)");
+  LoadedClassifier loaded;
+  nn::ResNetShape shape;
+  try {
+    loaded.description = Json::parse(read_file(description_path));
+    if (loaded.description.at("arch") != "resnet20")
+      throw Error("unknown architecture " + loaded.description.at("arch").dump());
+    shape.width = loaded.description.at("width");
+    shape.channels = loaded.description.at("channels");
+    shape.classes = loaded.description.at("classes");
+    shape.height = loaded.description.at("height");
+    shape.image_width = loaded.description.at("width_pixels");
+  } catch (const std::exception& error) {
+    throw Error(description_path + ": " + error.what());
+  }
+  if ((channels > 0 && shape.channels != channels) || (classes > 0 && shape.classes != classes))
+    throw Error(description_path + ": classifier is for " + std::to_string(shape.channels) +
+                " channel(s) and " + std::to_string(shape.classes) + " classes, the data has " +
+                std::to_string(channels) + " and " + std::to_string(classes));
+  loaded.model = nn::ResNet20(shape);
+  loaded.weights = run_dir + "/model.pt";
+  nn::load_module(*loaded.model, loaded.weights);
+  loaded.weights_sha256 = sha256_file(loaded.weights);
+  loaded.channels_last = shape.width % 8 == 0;
+  if (loaded.channels_last) nn::to_channels_last(*loaded.model);
+  loaded.model->eval();
+  return loaded;
+}
+
+}  // namespace kr::steps

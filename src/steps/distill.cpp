@@ -1,0 +1,383 @@
+// `kr distill`: Generative Knowledge Distillation. The student trains on
+// synthetic images only; its targets are the teacher's soft predictions on the
+// same augmented batch (METHOD.md "GKD").
+#include <torch/torch.h>
+
+#include <optional>
+
+#include <chrono>
+
+#include "kr/comm/communicator.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/log.hpp"
+#include "kr/data/augment.hpp"
+#include "kr/gen/sampler.hpp"
+#include "kr/io/dataset_file.hpp"
+#include "kr/io/shard.hpp"
+#include "kr/steps/artifacts.hpp"
+#include "kr/steps/classifier.hpp"
+#include "kr/steps/run_record.hpp"
+#include "kr/steps/step.hpp"
+#include "kr/steps/training_options.hpp"
+#include "kr/train/distillation.hpp"
+#include "kr/train/sampler.hpp"
+
+namespace kr::steps {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void add_distill_options(po::options_description& options) {
+  // clang-format off
+  options.add_options()
+      ("data", po::value<std::string>()->default_value(""), "prepared data set: only val (model selection) and test (reported once) are read (default: <workdir>/data/data.h5)")
+      ("teacher", po::value<std::string>()->default_value(""), "teacher run (default: <workdir>/teacher)")
+      ("pool", po::value<std::string>()->default_value(""), "synthetic pool from `kr generate` (default: <workdir>/pool)")
+      ("generator", po::value<std::string>()->default_value(""), "generator for --generate-online (default: <workdir>/generator)")
+      ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/student)")
+      ("targets", po::value<std::string>()->default_value("soft"), "soft (teacher on the augmented batch), stored (logits in the shards, no augmentation) or hard (conditioning labels)")
+      ("temperature", po::value<double>()->default_value(1.0), "distillation temperature T (student logits divided by T too, loss scaled by T^2)")
+      ("hard-weight", po::value<double>()->default_value(0.0), "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets")
+      ("regen-every", po::value<std::int64_t>()->default_value(1), "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)")
+      ("epoch-size", po::value<std::int64_t>()->default_value(0), "synthetic images per epoch (0: the real train size)")
+      ("generate-online", po::bool_switch(), "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
+      ("sample-batch", po::value<std::int64_t>()->default_value(0), "online sampling batch (0: the pool's)")
+      ("results-name", po::value<std::string>()->default_value("distill"), "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
+  // clang-format on
+  add_classifier_options(options, 0.1, 30);
+}
+
+class StudentTask final : public ClassifierTask {
+ public:
+  StudentTask(Context& context, const data::Dataset& dataset, LoadedClassifier& teacher,
+              const io::SyntheticPool& pool, gen::Sampler* online, std::int64_t epoch_size,
+              std::int64_t steps_per_epoch)
+      : ClassifierTask(context, dataset.info, dataset.val, steps_per_epoch),
+        dataset_(dataset),
+        teacher_(teacher),
+        pool_(pool),
+        online_(online),
+        epoch_size_(epoch_size) {
+    targets_ = context.get<std::string>("targets");
+    if (targets_ != "soft" && targets_ != "stored" && targets_ != "hard")
+      throw UsageError("--targets must be soft, stored or hard, got '" + targets_ + "'");
+    if (targets_ == "stored" && !pool.has_logits())
+      throw UsageError(pool.directory() + ": --targets stored needs teacher logits in the shards "
+                                          "(generate with a teacher)");
+    temperature_ = context.get<double>("temperature");
+    hard_weight_ = context.get<double>("hard-weight");
+    regen_every_ = context.get<std::int64_t>("regen-every");
+    if (temperature_ <= 0) throw UsageError("--temperature must be positive");
+    if (hard_weight_ < 0 || hard_weight_ > 1) throw UsageError("--hard-weight must be in [0, 1]");
+    sample_batch_ = context.get<std::int64_t>("sample-batch");
+    if (sample_batch_ <= 0) sample_batch_ = pool.manifest().at("settings").at("sample_batch");
+    // The teacher's val predictions, for the agreement metric (this rank's slice).
+    const auto range = train::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
+    val_range_ = range;
+    std::vector<at::Tensor> predictions;
+    for (std::int64_t i = range.begin; i < range.end; i += 500) {
+      const auto n = std::min<std::int64_t>(500, range.end - i);
+      predictions.push_back(teacher_.logits(data::to_float(dataset.val.images.narrow(0, i, n))).argmax(1));
+    }
+    teacher_val_ = predictions.empty() ? torch::empty({0}, torch::kInt64) : torch::cat(predictions);
+  }
+
+  std::int64_t dataset_size() const override { return epoch_size_; }
+
+  // Loads the part of the pool epoch `epoch` reads (all ranks hold it in memory).
+  void load_part(std::int64_t epoch) {
+    const std::int64_t part = train::pool_part(epoch, regen_every_);
+    if (part == current_part_) return;
+    const auto start = Clock::now();
+    const std::int64_t first = part * epoch_size_;
+    if (first + epoch_size_ <= pool_.size()) {
+      current_ = pool_.read(first, epoch_size_, targets_ == "stored" ? &stored_logits_ : nullptr);
+    } else {
+      if (!online_)
+        throw Error(pool_.directory() + ": the pool is exhausted at epoch " + std::to_string(epoch + 1) +
+                    " (it holds " + std::to_string(pool_.size()) + " images, this epoch needs [" +
+                    std::to_string(first) + ", " + std::to_string(first + epoch_size_) +
+                    ")); generate more --pool-epochs or pass --generate-online");
+      current_ = sample_online(first, epoch_size_);
+    }
+    current_part_ = part;
+    part_first_ = first;
+    parts_.push_back(Json{{"epoch", epoch + 1}, {"part", part}, {"first", first},
+                          {"count", epoch_size_}, {"online", first + epoch_size_ > pool_.size()}});
+    log::record(Json{{"event", "pool_part"}, {"epoch", epoch + 1}, {"first", first}, {"count", epoch_size_}});
+    data_seconds_ += since(start);
+  }
+
+  // Samples [first, first + count) with the generator, sample batches dealt to ranks.
+  data::ImageSet sample_online(std::int64_t first, std::int64_t count) {
+    if (targets_ == "stored") throw UsageError("--targets stored cannot use --generate-online");
+    const auto& spec = online_->spec();
+    const std::int64_t begin = first / sample_batch_ * sample_batch_;
+    const std::int64_t batches = (first + count - begin + sample_batch_ - 1) / sample_batch_;
+    const int world = context_.comm.size();
+    const std::int64_t per_rank = (batches + world - 1) / world;
+    auto mine = torch::zeros({per_rank * sample_batch_, spec.channels, spec.height, spec.width}, torch::kUInt8);
+    for (std::int64_t j = 0; j < per_rank; ++j) {
+      const std::int64_t b = j * world + context_.comm.rank();
+      if (b >= batches) break;
+      mine.narrow(0, j * sample_batch_, sample_batch_)
+          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, seed_, sample_batch_));
+    }
+    auto all = context_.comm.allgather(mine);  // rank r's rows: batches j * world + r
+    auto ordered = torch::empty({batches * sample_batch_, spec.channels, spec.height, spec.width}, torch::kUInt8);
+    for (std::int64_t b = 0; b < batches; ++b) {
+      const std::int64_t r = b % world;
+      const std::int64_t j = b / world;
+      ordered.narrow(0, b * sample_batch_, sample_batch_)
+          .copy_(all.narrow(0, (r * per_rank + j) * sample_batch_, sample_batch_));
+    }
+    data::ImageSet set;
+    set.images = ordered.narrow(0, first - begin, count).contiguous();
+    std::vector<std::int64_t> labels(static_cast<std::size_t>(count));
+    for (std::int64_t i = 0; i < count; ++i) labels[i] = gen::class_of_index(first + i, spec.classes);
+    set.labels = torch::tensor(labels, torch::kInt64);
+    return set;
+  }
+
+  at::Tensor batch_loss(const std::vector<std::int64_t>& local, const train::StepInfo& info) override {
+    load_part(info.epoch);
+    auto start = Clock::now();
+    // Augmentation is keyed by the pool's global index, as if the pool were one array.
+    std::vector<std::int64_t> global(local.size());
+    for (std::size_t i = 0; i < local.size(); ++i) global[i] = part_first_ + local[i];
+    const bool augmented = targets_ != "stored";
+    data::ImageSet view{current_.images, current_.labels};
+    auto images = data::assemble_batch(view, local, augmented ? augment() : data::Augment{}, seed_,
+                                       static_cast<std::uint64_t>(info.epoch), &global);
+    auto labels = data::gather_labels(view, local);
+    data_seconds_ += since(start);
+    const double eps = label_smoothing();
+    at::Tensor targets;
+    if (targets_ != "hard") {
+      start = Clock::now();
+      at::Tensor logits;
+      if (targets_ == "soft") {
+        logits = teacher_.logits(images);
+      } else {
+        logits = stored_logits_.index_select(0, torch::tensor(local, torch::kInt64));
+      }
+      targets = train::soft_targets(logits, temperature_, eps);
+      teacher_seconds_ += since(start);
+    }
+    start = Clock::now();
+    auto student = forward(images);
+    at::Tensor loss;
+    auto hard = [&] {
+      return torch::nn::functional::cross_entropy(
+          student, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(eps));
+    };
+    if (targets_ == "hard") {
+      loss = hard();
+    } else {
+      loss = train::distillation_loss(student, targets, temperature_);
+      if (hard_weight_ > 0) loss = (1.0 - hard_weight_) * loss + hard_weight_ * hard();
+    }
+    forward_seconds_ += since(start);
+    seen_ += static_cast<std::int64_t>(local.size());
+    return loss;
+  }
+
+  train::StepOutput train_step(const std::vector<std::int64_t>& local, const train::StepInfo& info) override {
+    const auto start = Clock::now();
+    const double before = data_seconds_ + teacher_seconds_;
+    auto out = ClassifierTask::train_step(local, info);
+    student_seconds_ += since(start) - (data_seconds_ + teacher_seconds_ - before);
+    return out;
+  }
+
+  Json evaluate(std::int64_t epoch) override {
+    Json metrics = ClassifierTask::evaluate(epoch);
+    // Agreement with the teacher on val (each rank its slice).
+    torch::NoGradGuard no_grad;
+    model()->eval();
+    std::int64_t agree = 0;
+    for (std::int64_t i = val_range_.begin; i < val_range_.end; i += 500) {
+      const auto n = std::min<std::int64_t>(500, val_range_.end - i);
+      auto predicted = forward(data::to_float(dataset_.val.images.narrow(0, i, n))).argmax(1);
+      agree += predicted.eq(teacher_val_.narrow(0, i - val_range_.begin, n)).sum().item<std::int64_t>();
+    }
+    auto counts = torch::tensor({static_cast<double>(agree), static_cast<double>(val_range_.end - val_range_.begin),
+                                 data_seconds_, teacher_seconds_, student_seconds_},
+                                torch::kFloat64);
+    context_.comm.allreduce(counts, comm::ReduceOp::sum);
+    metrics["val_teacher_agreement"] = counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
+    const double world = context_.comm.size();
+    metrics["data_seconds"] = counts[2].item<double>() / world;
+    metrics["teacher_seconds"] = counts[3].item<double>() / world;
+    metrics["student_seconds"] = counts[4].item<double>() / world;
+    metrics["pool_part"] = current_part_;
+    data_seconds_ = teacher_seconds_ = student_seconds_ = forward_seconds_ = 0.0;
+    return metrics;
+  }
+
+  const Json& parts() const { return parts_; }
+
+ private:
+  const data::Dataset& dataset_;
+  LoadedClassifier& teacher_;
+  const io::SyntheticPool& pool_;
+  gen::Sampler* online_;
+  std::int64_t epoch_size_;
+  std::string targets_;
+  double temperature_ = 1.0;
+  double hard_weight_ = 0.0;
+  std::int64_t regen_every_ = 1;
+  std::int64_t sample_batch_ = 250;
+  std::int64_t current_part_ = -1;
+  std::int64_t part_first_ = 0;
+  data::ImageSet current_;
+  at::Tensor stored_logits_;
+  Json parts_ = Json::array();
+  train::Range val_range_;
+  at::Tensor teacher_val_;
+  double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0, forward_seconds_ = 0;
+  std::int64_t seen_ = 0;
+};
+
+int run_distill(Context& context) {
+  const std::string data_path = context.path_option("data", "data/data.h5");
+  const std::string run_dir = context.path_option("out", "student");
+  const std::string pool_dir = context.path_option("pool", "pool");
+  const std::string teacher_dir = context.path_option("teacher", "teacher");
+  const std::string results_dir = context.workdir() + "/results";
+  data::Dataset dataset = io::read_dataset(data_path);
+  const std::int64_t real_train_size = dataset.train.size();
+  dataset.train = data::ImageSet{};  // the student never sees a real training image
+  auto teacher = load_classifier(teacher_dir, dataset.info.channels, dataset.info.classes);
+  auto pool = io::SyntheticPool::open(pool_dir);
+  const auto& shape = pool.manifest().at("shape");
+  if (pool.classes() != dataset.info.classes || shape.at(0) != dataset.info.channels ||
+      shape.at(1) != dataset.info.height || shape.at(2) != dataset.info.width)
+    throw Error(pool_dir + ": pool images or classes do not match " + data_path);
+
+  std::int64_t epoch_size = context.get<std::int64_t>("epoch-size");
+  if (epoch_size <= 0) epoch_size = real_train_size;
+  const auto epochs = context.get<std::int64_t>("epochs");
+  const auto regen_every = context.get<std::int64_t>("regen-every");
+  if (regen_every < 0) throw UsageError("--regen-every must be 0 (off) or positive");
+  const std::int64_t parts_needed = train::pool_part(epochs - 1, regen_every) + 1;
+  const bool online = context.get<bool>("generate-online");
+  if (parts_needed * epoch_size > pool.size() && !online)
+    throw UsageError(pool_dir + " holds " + std::to_string(pool.size()) + " images; " +
+                     std::to_string(epochs) + " epochs of " + std::to_string(epoch_size) +
+                     " with --regen-every " + std::to_string(regen_every) + " need " +
+                     std::to_string(parts_needed * epoch_size) +
+                     ". Generate with --pool-epochs " + std::to_string(parts_needed) +
+                     ", or pass --generate-online");
+  std::optional<gen::LoadedGenerator> generator;
+  if (online && parts_needed * epoch_size > pool.size()) {
+    generator = gen::load_generator(context.path_option("generator", "generator"));
+    if (generator->weights_sha256 != pool.manifest().at("settings").at("generator_sha256"))
+      throw UsageError("--generate-online: the generator differs from the one that made " + pool_dir);
+  }
+
+  RunRecord record(context, run_dir);
+  record.add_input("data", data_path);
+  record.add_input("teacher", teacher.weights);
+  record.add_input("pool_manifest", pool_dir + "/manifest.json");
+  log::open_jsonl(run_dir);
+
+  const std::int64_t steps_per_epoch = epoch_size / context.get<std::int64_t>("batch");
+  StudentTask task(context, dataset, teacher, pool, generator ? generator->sampler.get() : nullptr,
+                   epoch_size, steps_per_epoch);
+  auto options = trainer_options(context, run_dir, "distill");
+  const std::string hash = config_hash(context.config, {"teacher", "pool", "generator"}) + "-" +
+                           teacher.weights_sha256.substr(0, 8) + "-" +
+                           pool.manifest().at("settings_hash").get<std::string>().substr(0, 8);
+  train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
+                                       run_identity(context, hash), context.config);
+  log::info("distill: student resnet20 w=" + std::to_string(task.shape().width) + ", targets " +
+            context.get<std::string>("targets") + ", " + std::to_string(epoch_size) +
+            " synthetic images per epoch, regenerate every " + std::to_string(regen_every) +
+            " epoch(s), pool of " + std::to_string(pool.size()) + ", " +
+            std::to_string(context.comm.size()) + " rank(s) x " +
+            std::to_string(context.threads.intra_op) + " thread(s)");
+  const auto outcome = train::run_training(context.comm, task, options, checkpoints);
+  if (outcome.preempted) {
+    record.finish("preempted");
+    return exit_code::preempted;
+  }
+  const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset);
+  const auto teacher_test = train::evaluate_classifier(
+      context.comm, [&](const at::Tensor& images) { return teacher.logits(images); }, dataset.test,
+      context.get<std::int64_t>("eval-batch"));
+  const std::int64_t seen = steps_per_epoch * context.get<std::int64_t>("batch") * epochs;
+  const std::int64_t unique = std::min(parts_needed * epoch_size, seen);
+  double data_s = 0, teacher_s = 0, student_s = 0;
+  for (const auto& epoch : outcome.history) {
+    data_s += epoch.value("data_seconds", 0.0);
+    teacher_s += epoch.value("teacher_seconds", 0.0);
+    student_s += epoch.value("student_seconds", 0.0);
+  }
+  Json results{{"step", "distill"},
+               {"model", "resnet20"},
+               {"width", task.shape().width},
+               {"targets", context.get<std::string>("targets")},
+               {"temperature", context.get<double>("temperature")},
+               {"label_smoothing", context.get<double>("label-smoothing")},
+               {"hard_weight", context.get<double>("hard-weight")},
+               {"regen_every", regen_every},
+               {"epoch_size", epoch_size},
+               {"epochs", epochs},
+               {"pool", pool_dir},
+               {"pool_size", pool.size()},
+               {"generator_model", pool.manifest().at("settings").at("generator_spec").at("model")},
+               {"generate_online", online},
+               {"synthetic_images_seen", seen},
+               {"unique_synthetic_images", unique},
+               {"regenerations", parts_needed},
+               {"best_epoch", outcome.best.value("epoch", 0)},
+               {"val_accuracy", result.val.accuracy()},
+               {"test_accuracy", result.test.accuracy()},
+               {"teacher_test_accuracy", teacher_test.accuracy()},
+               {"gap_points", 100.0 * (teacher_test.accuracy() - result.test.accuracy())},
+               {"test_images", result.test.count},
+               {"world_size", context.comm.size()},
+               {"threads_per_rank", context.threads.intra_op},
+               {"train_seconds_this_run", outcome.seconds},
+               {"time_split_seconds", Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
+               {"images_per_second", outcome.images_per_second},
+               {"params_sha256", result.params_sha256},
+               {"parts", task.parts()},
+               {"history", outcome.history}};
+  if (context.comm.rank() == 0) {
+    make_dirs(results_dir);
+    const std::string name = context.get<std::string>("results-name");
+    write_history_csv(results_dir + "/" + name + "_epochs.csv", outcome.history,
+                      {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss",
+                       "pool_part", "data_seconds", "teacher_seconds", "student_seconds", "seconds"});
+    write_file_atomic(results_dir + "/" + name + ".json", results.dump(2) + "\n");
+  }
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best epoch %lld)",
+                100.0 * result.test.accuracy(), 100.0 * teacher_test.accuracy(),
+                100.0 * (teacher_test.accuracy() - result.test.accuracy()),
+                static_cast<long long>(outcome.best.value("epoch", 0)));
+  log::info(line);
+  record.set("results", Json{{"test_accuracy", result.test.accuracy()},
+                             {"teacher_test_accuracy", teacher_test.accuracy()},
+                             {"params_sha256", result.params_sha256}});
+  record.finish("complete");
+  return exit_code::ok;
+}
+
+}  // namespace
+
+Step distill_step() {
+  return Step{"distill", "train the student on synthetic images only, by distillation from the teacher",
+              add_distill_options, run_distill};
+}
+
+}  // namespace kr::steps

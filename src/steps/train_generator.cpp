@@ -1,0 +1,361 @@
+// `kr train-generator`: the class-conditional GAN or DDPM on the real train
+// split, data-parallel on the shared training loop.
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "kr/comm/communicator.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/log.hpp"
+#include "kr/core/sha256.hpp"
+#include "kr/data/augment.hpp"
+#include "kr/gen/gan.hpp"
+#include "kr/gen/quality.hpp"
+#include "kr/gen/sampler.hpp"
+#include "kr/gen/unet.hpp"
+#include "kr/io/dataset_file.hpp"
+#include "kr/io/png.hpp"
+#include "kr/nn/resnet.hpp"
+#include "kr/nn/serialize.hpp"
+#include "kr/steps/artifacts.hpp"
+#include "kr/steps/run_record.hpp"
+#include "kr/steps/step.hpp"
+#include "kr/steps/training_options.hpp"
+#include "kr/train/data_parallel.hpp"
+#include "kr/train/trainer.hpp"
+
+namespace kr::steps {
+
+namespace {
+
+constexpr std::uint64_t kGridSeed = 20240601;  // fixed: successive grids show the same latents
+
+void add_generator_options(po::options_description& options) {
+  // clang-format off
+  options.add_options()
+      ("data", po::value<std::string>()->default_value(""), "prepared data set (default: <workdir>/data/data.h5)")
+      ("teacher", po::value<std::string>()->default_value(""), "trained teacher run for quality measures (default: <workdir>/teacher; 'none' to skip)")
+      ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/generator)")
+      ("model", po::value<std::string>()->default_value("gan"), "gan or ddpm")
+      ("lr", po::value<double>()->default_value(2e-4), "Adam learning rate (generator and discriminator)")
+      ("beta1", po::value<double>()->default_value(-1.0), "Adam beta1 (-1: 0.5 for gan, 0.9 for ddpm)")
+      ("beta2", po::value<double>()->default_value(0.999), "Adam beta2")
+      ("ema", po::value<double>()->default_value(0.999), "EMA decay of the sampling weights (warm-up: min(ema, (1+s)/(10+s)) at step s)")
+      ("latent", po::value<std::int64_t>()->default_value(64), "gan: latent size")
+      ("g-width", po::value<std::int64_t>()->default_value(32), "gan: generator base width")
+      ("d-width", po::value<std::int64_t>()->default_value(32), "gan: discriminator base width")
+      ("d-steps", po::value<std::int64_t>()->default_value(2), "gan: discriminator steps per generator step")
+      ("z-scale", po::value<double>()->default_value(1.0), "gan: latent scale s at sampling time, z ~ N(0, s^2 I)")
+      ("unet-width", po::value<std::int64_t>()->default_value(32), "ddpm: UNet base width c")
+      ("schedule", po::value<std::string>()->default_value("linear"), "ddpm: noise schedule, linear or cosine")
+      ("cfg-drop", po::value<double>()->default_value(0.1), "ddpm: probability of dropping the label in training")
+      ("steps", po::value<std::int64_t>()->default_value(50), "ddpm: DDIM sampling steps")
+      ("guidance", po::value<double>()->default_value(2.0), "ddpm: classifier-free guidance scale w")
+      ("guidance-batched", po::value<bool>()->default_value(true), "ddpm: one forward over [cond; null] per step (else two)")
+      ("eval-samples", po::value<std::int64_t>()->default_value(1000), "samples scored against the teacher each epoch and at the end")
+      ("final-samples", po::value<std::int64_t>()->default_value(0), "samples scored at the end (0: --eval-samples)")
+      ("sample-batch", po::value<std::int64_t>()->default_value(250), "sampling batch size (fixed; see `kr generate`)")
+      ("grid-per-class", po::value<std::int64_t>()->default_value(10), "columns of the per-class sample grid written at each checkpoint");
+  // clang-format on
+  add_training_options(options, 20, 128);
+}
+
+gen::GeneratorSpec spec_from(const Context& context, const data::DatasetInfo& info) {
+  gen::GeneratorSpec spec;
+  spec.model = context.get<std::string>("model");
+  spec.channels = info.channels;
+  spec.classes = info.classes;
+  spec.height = info.height;
+  spec.width = info.width;
+  spec.latent = context.get<std::int64_t>("latent");
+  spec.g_width = context.get<std::int64_t>("g-width");
+  spec.d_width = context.get<std::int64_t>("d-width");
+  spec.z_scale = context.get<double>("z-scale");
+  spec.unet_width = context.get<std::int64_t>("unet-width");
+  spec.schedule = context.get<std::string>("schedule");
+  spec.sample_steps = context.get<std::int64_t>("steps");
+  spec.guidance = context.get<double>("guidance");
+  spec.guidance_batched = context.get<bool>("guidance-batched");
+  if (spec.model != "gan" && spec.model != "ddpm")
+    throw UsageError("--model must be gan or ddpm, got '" + spec.model + "'");
+  return spec;
+}
+
+void ema_update(torch::nn::Module& ema, torch::nn::Module& model, double decay) {
+  torch::NoGradGuard no_grad;
+  auto target = ema.parameters();
+  auto source = model.parameters();
+  for (std::size_t i = 0; i < target.size(); ++i) target[i].mul_(decay).add_(source[i], 1.0 - decay);
+  auto target_buffers = ema.buffers();
+  auto source_buffers = model.buffers();
+  for (std::size_t i = 0; i < target_buffers.size(); ++i) target_buffers[i].copy_(source_buffers[i]);
+}
+
+void copy_module(torch::nn::Module& to, torch::nn::Module& from) { ema_update(to, from, 0.0); }
+
+class GeneratorTask final : public train::TrainTask {
+ public:
+  GeneratorTask(Context& context, data::Dataset& dataset, const gen::GeneratorSpec& spec,
+                std::optional<LoadedClassifier>& teacher, const std::string& run_dir)
+      : context_(context), dataset_(dataset), spec_(spec), teacher_(teacher), run_dir_(run_dir) {
+    seed_ = context.get<std::uint64_t>("seed");
+    torch::manual_seed(seed_);
+    model_ = gen::make_generator_model(spec);
+    ema_ = gen::make_generator_model(spec);
+    copy_module(*ema_, *model_);
+    for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+    const double lr = context.get<double>("lr");
+    double beta1 = context.get<double>("beta1");
+    if (beta1 < 0) beta1 = spec.model == "gan" ? 0.5 : 0.9;
+    const auto adam = torch::optim::AdamOptions(lr).betas({beta1, context.get<double>("beta2")});
+    optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), adam);
+    parallel_ = std::make_unique<train::DataParallel>(context.comm, *model_,
+                                                      context.get<double>("bucket-mb"));
+    if (spec.model == "gan") {
+      discriminator_ = gen::GanDiscriminator(spec);
+      d_optimizer_ = std::make_unique<torch::optim::Adam>(discriminator_->parameters(), adam);
+      d_parallel_ = std::make_unique<train::DataParallel>(context.comm, *discriminator_,
+                                                          context.get<double>("bucket-mb"));
+      d_steps_ = context.get<std::int64_t>("d-steps");
+      if (d_steps_ < 1) throw UsageError("--d-steps must be at least 1");
+    } else {
+      alphas_bar_ = gen::alphas_cumprod(spec.schedule, spec.timesteps);
+    }
+    ema_decay_ = context.get<double>("ema");
+    cfg_drop_ = context.get<double>("cfg-drop");
+    sampler_ = gen::make_sampler(spec, ema_);
+    if (teacher_) {
+      real_ = gen::real_feature_moments(context.comm, teacher_->view(), dataset.val, 500);
+    }
+  }
+
+  std::int64_t dataset_size() const override { return dataset_.train.size(); }
+
+  train::StepOutput train_step(const std::vector<std::int64_t>& local,
+                               const train::StepInfo& info) override {
+    model_->train();
+    auto real = data::assemble_batch(dataset_.train, local, data::Augment{}, seed_,
+                                     static_cast<std::uint64_t>(info.epoch));
+    auto labels = data::gather_labels(dataset_.train, local);
+    const auto step = static_cast<std::uint64_t>(info.global_step);
+    double loss_value = 0.0;
+    if (spec_.model == "gan") {
+      auto* generator = static_cast<gen::GanGeneratorImpl*>(model_.get());
+      discriminator_->train();
+      for (auto& p : discriminator_->parameters()) p.set_requires_grad(true);
+      double d_loss_sum = 0.0;
+      for (std::int64_t k = 0; k < d_steps_; ++k) {
+        at::Tensor fake;
+        {
+          torch::NoGradGuard no_grad;
+          auto z = gen::keyed_normal(local, spec_.latent, seed_, Purpose::gan_latent,
+                                     step * (d_steps_ + 1) + k);
+          fake = generator->forward(z, labels);
+        }
+        d_optimizer_->zero_grad();
+        auto d_loss = torch::relu(1.0 - discriminator_->forward(real, labels)).mean() +
+                      torch::relu(1.0 + discriminator_->forward(fake, labels)).mean();
+        d_loss.backward();
+        d_parallel_->synchronize_gradients();
+        d_optimizer_->step();
+        d_loss_sum += d_loss.item<double>();
+      }
+      for (auto& p : discriminator_->parameters()) p.set_requires_grad(false);
+      optimizer_->zero_grad();
+      auto z = gen::keyed_normal(local, spec_.latent, seed_, Purpose::gan_latent,
+                                 step * (d_steps_ + 1) + d_steps_);
+      auto g_loss = -discriminator_->forward(generator->forward(z, labels), labels).mean();
+      g_loss.backward();
+      parallel_->synchronize_gradients();
+      optimizer_->step();
+      loss_value = d_loss_sum / d_steps_;
+      g_loss_sum_ += g_loss.item<double>();
+    } else {
+      optimizer_->zero_grad();
+      auto loss = gen::ddpm_loss(*model_, alphas_bar_, real, labels, local, seed_, step, cfg_drop_,
+                                 spec_.classes);
+      loss.backward();
+      parallel_->synchronize_gradients();
+      optimizer_->step();
+      loss_value = loss.item<double>();
+    }
+    ++steps_since_eval_;
+    const double s = static_cast<double>(info.global_step);
+    ema_update(*ema_, *model_, std::min(ema_decay_, (1.0 + s) / (10.0 + s)));
+    return train::StepOutput{loss_value, static_cast<std::int64_t>(local.size())};
+  }
+
+  Json evaluate(std::int64_t epoch) override {
+    Json metrics = Json::object();
+    auto g = torch::tensor({steps_since_eval_ ? g_loss_sum_ / steps_since_eval_ : 0.0},
+                           torch::kFloat64);
+    context_.comm.allreduce(g, comm::ReduceOp::avg);
+    if (spec_.model == "gan") metrics["g_loss"] = g.item<double>();
+    g_loss_sum_ = 0.0;
+    steps_since_eval_ = 0;
+    metrics["epoch_index"] = epoch + 1;
+    if (teacher_) {
+      last_quality_ = measure(context_.get<std::int64_t>("eval-samples"));
+      metrics["teacher_agreement"] = last_quality_.agreement;
+      metrics["frechet_teacher_features"] = last_quality_.frechet;
+      metrics["neg_frechet"] = -last_quality_.frechet;
+    }
+    return metrics;
+  }
+
+  gen::QualityReport measure(std::int64_t samples) {
+    return gen::measure_quality(context_.comm, *sampler_, seed_ + 1, samples,
+                                context_.get<std::int64_t>("sample-batch"), teacher_->view(), real_);
+  }
+
+  std::string selection_metric() const override { return teacher_ ? "neg_frechet" : "epoch_index"; }
+
+  train::CheckpointItems checkpoint_items() override {
+    train::CheckpointItems items;
+    items.modules = {{"model", model_.get()}, {"ema", ema_.get()}};
+    items.optimizers = {{"optimizer", optimizer_.get()}};
+    if (discriminator_) {
+      items.modules.push_back({"discriminator", discriminator_.ptr().get()});
+      items.optimizers.push_back({"d_optimizer", d_optimizer_.get()});
+    }
+    return items;
+  }
+
+  void on_checkpoint(std::int64_t global_step) override {
+    if (context_.comm.rank() != 0) return;
+    const auto grid = gen::class_grid(*sampler_, context_.get<std::int64_t>("grid-per-class"), kGridSeed);
+    make_dirs(run_dir_ + "/samples");
+    io::write_png(run_dir_ + "/samples/step_" + std::to_string(global_step) + ".png", grid);
+    io::write_png(run_dir_ + "/samples/latest.png", grid);
+  }
+
+  torch::nn::Module& ema() { return *ema_; }
+  gen::Sampler& sampler() { return *sampler_; }
+
+ private:
+  Context& context_;
+  data::Dataset& dataset_;
+  gen::GeneratorSpec spec_;
+  std::optional<LoadedClassifier>& teacher_;
+  std::string run_dir_;
+  std::uint64_t seed_ = 0;
+  std::shared_ptr<torch::nn::Module> model_, ema_;
+  std::unique_ptr<torch::optim::Adam> optimizer_, d_optimizer_;
+  std::unique_ptr<train::DataParallel> parallel_, d_parallel_;
+  gen::GanDiscriminator discriminator_{nullptr};
+  std::int64_t d_steps_ = 1;
+  at::Tensor alphas_bar_;
+  double ema_decay_ = 0.999;
+  double cfg_drop_ = 0.1;
+  std::unique_ptr<gen::Sampler> sampler_;
+  gen::FeatureMoments real_;
+  gen::QualityReport last_quality_;
+  double g_loss_sum_ = 0.0;
+  std::int64_t steps_since_eval_ = 0;
+};
+
+int run_train_generator(Context& context) {
+  const std::string data_path = context.path_option("data", "data/data.h5");
+  const std::string run_dir = context.path_option("out", "generator");
+  const std::string results_dir = context.workdir() + "/results";
+  data::Dataset dataset = io::read_dataset(data_path);
+  const auto spec = spec_from(context, dataset.info);
+  RunRecord record(context, run_dir);
+  record.add_input("data", data_path);
+  log::open_jsonl(run_dir);
+
+  std::optional<LoadedClassifier> teacher;
+  const std::string teacher_option = context.get<std::string>("teacher");
+  if (teacher_option != "none") {
+    const std::string teacher_dir = context.path_option("teacher", "teacher");
+    teacher = load_classifier(teacher_dir, dataset.info.channels, dataset.info.classes);
+    record.add_input("teacher", teacher->weights);
+  }
+  if (context.comm.rank() == 0) {
+    make_dirs(run_dir);
+    write_file_atomic(run_dir + "/model.json", spec.to_json().dump(2) + "\n");
+  }
+
+  GeneratorTask task(context, dataset, spec, teacher, run_dir);
+  auto options = trainer_options(context, run_dir, "train-generator");
+  const std::string hash =
+      config_hash(context.config, {"teacher", "eval-samples", "final-samples", "grid-per-class"}) +
+      "-" + dataset.info.source_sha256.substr(0, 8);
+  train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
+                                       run_identity(context, hash), context.config);
+  std::int64_t g_params = nn::parameter_count(*gen::make_generator_model(spec));
+  std::int64_t d_params = spec.model == "gan" ? nn::parameter_count(*gen::GanDiscriminator(spec)) : 0;
+  log::info("train-generator: " + spec.model + " (" + std::to_string(g_params) +
+            " sampling parameters" +
+            (spec.model == "gan" ? ", discriminator " + std::to_string(d_params) : std::string()) +
+            ") on " + std::to_string(dataset.train.size()) + " images, " +
+            std::to_string(context.comm.size()) + " rank(s) x " +
+            std::to_string(context.threads.intra_op) + " thread(s), batch " +
+            std::to_string(options.global_batch));
+  const auto outcome = train::run_training(context.comm, task, options, checkpoints);
+  if (outcome.preempted) {
+    record.finish("preempted");
+    return exit_code::preempted;
+  }
+
+  // The best checkpoint's EMA weights (by teacher-space Frechet distance on val, or the
+  // last epoch without a teacher) are the generator.
+  const auto best = checkpoints.find_best();
+  if (!best) throw Error(run_dir + ": training finished without a best checkpoint");
+  nn::load_module(task.ema(), *best + "/ema.pt");
+  Json quality = nullptr;
+  if (teacher) {
+    std::int64_t samples = context.get<std::int64_t>("final-samples");
+    if (samples <= 0) samples = context.get<std::int64_t>("eval-samples");
+    quality = task.measure(samples).to_json();
+  }
+  if (context.comm.rank() == 0) {
+    nn::save_module(task.ema(), run_dir + "/ema.pt");
+    io::write_png(run_dir + "/samples.png",
+                  gen::class_grid(task.sampler(), context.get<std::int64_t>("grid-per-class"), kGridSeed));
+    Json results{{"step", "train-generator"},
+                 {"model", spec.model},
+                 {"spec", spec.to_json()},
+                 {"sampling_parameters", g_params},
+                 {"discriminator_parameters", d_params},
+                 {"dataset", dataset.info.name},
+                 {"train_images", dataset.train.size()},
+                 {"epochs", options.epochs},
+                 {"best_epoch", outcome.best.value("epoch", 0)},
+                 {"quality", quality},
+                 {"world_size", context.comm.size()},
+                 {"threads_per_rank", context.threads.intra_op},
+                 {"train_seconds_this_run", outcome.seconds},
+                 {"images_per_second", outcome.images_per_second},
+                 {"ema_sha256", sha256_file(run_dir + "/ema.pt")},
+                 {"sample_grid", run_dir + "/samples.png"},
+                 {"history", outcome.history}};
+    make_dirs(results_dir);
+    write_file_atomic(results_dir + "/generator.json", results.dump(2) + "\n");
+  }
+  if (teacher) {
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "train-generator: teacher agreement %.1f %%, teacher-space Frechet distance %.3f "
+                  "(%lld samples, best epoch %lld)",
+                  100.0 * quality.at("teacher_agreement").get<double>(),
+                  quality.at("frechet_teacher_features").get<double>(),
+                  static_cast<long long>(quality.at("samples").get<std::int64_t>()),
+                  static_cast<long long>(outcome.best.value("epoch", 0)));
+    log::info(line);
+  }
+  record.set("results", Json{{"quality", quality}});
+  record.finish("complete");
+  return exit_code::ok;
+}
+
+}  // namespace
+
+Step train_generator_step() {
+  return Step{"train-generator",
+              "train the class-conditional GAN or DDPM on the real train split (data-parallel)",
+              add_generator_options, run_train_generator};
+}
+
+}  // namespace kr::steps

@@ -1,0 +1,101 @@
+# kr generate: rank-count and block-size independence, restart that remakes only
+# what is broken, random access through index.h5, truncated shards named; then
+# kr distill on the pool (disjoint parts per epoch, exhausted pool refused).
+source "$(dirname "$0")/lib.sh"
+make_tiny_source "$WORK/src"
+"$KR" prepare --source "$WORK/src" --workdir "$WORK/w" --val-size 200 > /dev/null
+"$KR" train-teacher --workdir "$WORK/w" --epochs 1 --batch 50 --width 8 --progress-every 0 > /dev/null
+"$KR" train-generator --workdir "$WORK/w" --epochs 1 --batch 50 --g-width 16 --d-width 16 \
+  --eval-samples 100 --sample-batch 50 --grid-per-class 3 --progress-every 0 > /dev/null
+"$PY" - "$WORK/w/generator/samples.png" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n", "sample grid is not a PNG"
+PY
+pass "teacher and generator trained; grid written"
+
+gen=(generate --workdir "$WORK/w" --count 600 --pool-epochs 2 --sample-batch 100)
+# Same intra-op threads per rank as the 2-rank runs: oneDNN may round differently with
+# another thread count (Note [Batch-independent sampling]).
+"$KR" "${gen[@]}" --out "$WORK/p1" --block 200 --threads 1 > /dev/null
+"${MPIRUN[@]}" -n 2 "$KR" "${gen[@]}" --out "$WORK/p2" --block 200 > /dev/null
+"${MPIRUN[@]}" -n 2 "$KR" "${gen[@]}" --out "$WORK/p3" --block 400 > /dev/null
+"$PY" - "$WORK" <<'PY'
+import h5py, numpy, sys
+work = sys.argv[1]
+def load(name):
+    with h5py.File(f"{work}/{name}/index.h5", "r") as f:
+        return f["images"][...], f["labels"][...]
+i1, l1 = load("p1")
+assert i1.shape == (1200, 1, 28, 28) and i1.dtype == numpy.uint8, i1.shape
+assert (l1 == numpy.arange(1200) % 10).all()
+for other in ("p2", "p3"):
+    i, l = load(other)
+    assert numpy.array_equal(i, i1) and numpy.array_equal(l, l1), other + " differs from the 1-rank pool"
+assert i1.std() > 5, "images are blank"
+PY
+pass "1 rank, 2 ranks and 2 ranks with another block give byte-identical pools"
+
+# Random global indices through the index equal regenerating just those indices.
+"$KR" sample --checkpoint "$WORK/w/generator" --indices 7,250,999,1199 --sample-batch 100 --seed 0 \
+  --out "$WORK/single.h5" > /dev/null
+"$PY" - "$WORK" <<'PY'
+import h5py, numpy, sys
+work = sys.argv[1]
+with h5py.File(f"{work}/p2/index.h5", "r") as pool, h5py.File(f"{work}/single.h5", "r") as single:
+    for k, index in enumerate([7, 250, 999, 1199]):
+        assert numpy.array_equal(pool["images"][index], single["images"][k]), index
+        assert pool["labels"][index] == single["labels"][k]
+PY
+pass "random access through index.h5 returns the regenerated samples"
+
+# Restart: corrupt one shard, delete another; a rerun remakes exactly those.
+# Data of every shard (HDF5 files also hold modification times, so compare contents).
+sums() {
+  "$PY" - "$WORK/p2" <<'PY'
+import glob, hashlib, h5py, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "shard_*.h5"))):
+    with h5py.File(path, "r") as f:
+        digest = hashlib.sha256(f["images"][...].tobytes() + f["labels"][...].tobytes()).hexdigest()
+    print(os.path.basename(path), digest)
+PY
+}
+before=$(sums)
+"$PY" -c "import sys; p=sys.argv[1]; d=bytearray(open(p,'rb').read()); d[len(d)//2]^=0xff; open(p,'wb').write(d)" \
+  "$WORK/p2/shard_400_200.h5"
+rm "$WORK/p2/shard_1000_200.h5"
+"${MPIRUN[@]}" -n 2 "$KR" "${gen[@]}" --out "$WORK/p2" --block 200 > "$WORK/restart.log" 2>&1
+made=$("$PY" -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["made"]))' "$WORK/w/results/generate.json")
+[[ "$made" == "shard_1000_200.h5 shard_400_200.h5" ]] || { cat "$WORK/restart.log"; fail "rerun made '$made'"; }
+[[ "$(sums)" == "$before" ]] || fail "restored shards differ from the originals"
+grep -q "remaking shard_400_200.h5" "$WORK/restart.log" || fail "corrupt shard not reported"
+pass "restart remade exactly the corrupt and the missing shard, byte-identical"
+
+# Other settings into the same directory are refused.
+expect_exit 2 "$KR" "${gen[@]}" --out "$WORK/p2" --block 200 --seed 9
+expect_output "different settings"
+pass "rerun with other settings refused"
+
+# Distillation on the pool: parts are disjoint across epochs; an exhausted pool is refused.
+dist=(distill --workdir "$WORK/w" --pool "$WORK/p2" --epoch-size 600 --batch 50 --width 8 --progress-every 0)
+"${MPIRUN[@]}" -n 2 "$KR" "${dist[@]}" --epochs 2 > /dev/null
+"$PY" - "$WORK/w/results/distill.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+firsts = [p["first"] for p in r["parts"]]
+assert firsts == [0, 600], firsts
+assert r["unique_synthetic_images"] == 1200 and r["regenerations"] == 2, r
+assert 0 <= r["test_accuracy"] <= 1 and "val_teacher_agreement" in r["history"][-1]
+PY
+pass "distill read disjoint pool parts [0,600) and [600,1200)"
+expect_exit 2 "$KR" "${dist[@]}" --epochs 3 --out "$WORK/w/student3"
+expect_output "generate-online"
+"$KR" "${dist[@]}" --epochs 3 --out "$WORK/w/student-online" --generate-online --checkpoint-every-minutes 0 > "$WORK/online.log" 2>&1 \
+  || { cat "$WORK/online.log"; fail "online generation failed"; }
+pass "exhausted pool refused; --generate-online samples the third part"
+
+# A truncated shard is named by every reader.
+"$PY" -c "import sys; p=sys.argv[1]; d=open(p,'rb').read(); open(p,'wb').write(d[:len(d)//3])" "$WORK/p2/shard_600_200.h5"
+expect_exit 1 "$KR" "${dist[@]}" --epochs 1 --out "$WORK/w/student4"
+expect_output "shard_600_200.h5"
+pass "truncated shard named"
