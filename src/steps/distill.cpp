@@ -170,7 +170,6 @@ class StudentTask final : public ClassifierTask {
       targets = train::soft_targets(logits, temperature_, eps);
       teacher_seconds_ += since(start);
     }
-    start = Clock::now();
     auto student = forward(images);
     at::Tensor loss;
     auto hard = [&] {
@@ -183,8 +182,6 @@ class StudentTask final : public ClassifierTask {
       loss = train::distillation_loss(student, targets, temperature_);
       if (hard_weight_ > 0) loss = (1.0 - hard_weight_) * loss + hard_weight_ * hard();
     }
-    forward_seconds_ += since(start);
-    seen_ += static_cast<std::int64_t>(local.size());
     return loss;
   }
 
@@ -217,7 +214,7 @@ class StudentTask final : public ClassifierTask {
     metrics["teacher_seconds"] = counts[3].item<double>() / world;
     metrics["student_seconds"] = counts[4].item<double>() / world;
     metrics["pool_part"] = current_part_;
-    data_seconds_ = teacher_seconds_ = student_seconds_ = forward_seconds_ = 0.0;
+    data_seconds_ = teacher_seconds_ = student_seconds_ = 0.0;
     return metrics;
   }
 
@@ -241,8 +238,7 @@ class StudentTask final : public ClassifierTask {
   Json parts_ = Json::array();
   train::Range val_range_;
   at::Tensor teacher_val_;
-  double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0, forward_seconds_ = 0;
-  std::int64_t seen_ = 0;
+  double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0;
 };
 
 int run_distill(Context& context) {

@@ -284,7 +284,7 @@ int run_train_generator(Context& context) {
       "-" + dataset.info.source_sha256.substr(0, 8);
   train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
                                        run_identity(context, hash), context.config);
-  std::int64_t g_params = nn::parameter_count(*gen::make_generator_model(spec));
+  const std::int64_t g_params = nn::parameter_count(task.ema());
   std::int64_t d_params = spec.model == "gan" ? nn::parameter_count(*gen::GanDiscriminator(spec)) : 0;
   log::info("train-generator: " + spec.model + " (" + std::to_string(g_params) +
             " sampling parameters" +
