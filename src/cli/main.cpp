@@ -67,7 +67,8 @@ steps::StepOptions parse_nested(const steps::Step& step, const std::vector<std::
   steps::StepOptions parsed;
   try {
     po::store(po::command_line_parser(args).options(all).run(), parsed.values);
-    const auto config = parsed.values.count("config") ? parsed.values["config"].as<std::string>() : "";
+    const auto config =
+        parsed.values.count("config") ? parsed.values["config"].as<std::string>() : "";
     if (!config.empty()) store_config_file(config, step.name, all, parsed.values);
     po::notify(parsed.values);
   } catch (const po::error& error) {
@@ -88,8 +89,8 @@ int run_step(const steps::Step& step, const po::variables_map& values, int* argc
     auto communicator = comm::make_communicator(values["comm"].as<std::string>(), runtime);
     communicator->watchdog().timeout_seconds = values["comm-timeout"].as<double>();
     communicator->watchdog().warn_seconds = values["comm-warn"].as<double>();
-    steps::Context context{*communicator,           runtime, values,
-                           options_to_json(values), threads, step.name, parse_nested};
+    steps::Context context{*communicator, runtime,   values,      options_to_json(values),
+                           threads,       step.name, parse_nested};
     try {
       code = step.run(context);
     } catch (const UsageError& error) {

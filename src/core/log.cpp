@@ -82,7 +82,9 @@ void info(const std::string& message) {
   if (g_rank == 0) emit(stdout, "", message);
 }
 
-void rank_info(const std::string& message) { emit(stdout, "", message); }
+void rank_info(const std::string& message) {
+  emit(stdout, "", message);
+}
 
 void warn(const std::string& message) {
   emit(stderr, "warning: ", message);

@@ -33,11 +33,10 @@ GanGeneratorImpl::GanGeneratorImpl(const GeneratorSpec& spec) : spec_(spec) {
   if (c % 8 != 0) throw UsageError("gan: --g-width must be a multiple of 8");
   const std::int64_t cond = spec.latent + 64;
   embed = register_module("embed", torch::nn::Embedding(spec.classes, 64));
-  fc = register_module("fc",
-                       torch::nn::Linear(cond, 4 * c * (spec.height / 4) * (spec.width / 4)));
+  fc = register_module("fc", torch::nn::Linear(cond, 4 * c * (spec.height / 4) * (spec.width / 4)));
   norm0 = register_module("norm0", ConditionalNorm(4 * c, cond));
-  conv1 = register_module(
-      "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(4 * c, 2 * c, 3).padding(1)));
+  conv1 = register_module("conv1",
+                          torch::nn::Conv2d(torch::nn::Conv2dOptions(4 * c, 2 * c, 3).padding(1)));
   norm1 = register_module("norm1", ConditionalNorm(2 * c, cond));
   conv2 =
       register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * c, c, 3).padding(1)));
@@ -50,7 +49,8 @@ at::Tensor GanGeneratorImpl::forward(const at::Tensor& z, const at::Tensor& labe
   const std::int64_t c = spec_.g_width;
   auto cond = torch::cat({z, embed->forward(labels)}, 1);
   auto h = fc->forward(cond).view({-1, 4 * c, spec_.height / 4, spec_.width / 4});
-  auto up = F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
+  auto up =
+      F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
   h = torch::relu(norm0->forward(h, cond));
   h = conv1->forward(F::interpolate(h, up));
   h = torch::relu(norm1->forward(h, cond));
@@ -88,8 +88,7 @@ at::Tensor SpectralConvImpl::normalized_weight() {
 at::Tensor SpectralConvImpl::forward(const at::Tensor& x) {
   const auto weight = normalized_weight();
   if (linear_) return F::linear(x, weight, bias_);
-  return F::conv2d(x, weight,
-                   F::Conv2dFuncOptions().bias(bias_).stride(stride_).padding(padding_));
+  return F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias_).stride(stride_).padding(padding_));
 }
 
 GanDiscriminatorImpl::GanDiscriminatorImpl(const GeneratorSpec& spec) {
@@ -109,7 +108,8 @@ GanDiscriminatorImpl::GanDiscriminatorImpl(const GeneratorSpec& spec) {
 at::Tensor GanDiscriminatorImpl::forward(const at::Tensor& images, const at::Tensor& labels) {
   auto h = images;
   for (const auto& layer : *convs) {
-    h = F::leaky_relu(layer->as<SpectralConv>()->forward(h), F::LeakyReLUFuncOptions().negative_slope(0.2));
+    h = F::leaky_relu(layer->as<SpectralConv>()->forward(h),
+                      F::LeakyReLUFuncOptions().negative_slope(0.2));
   }
   auto pooled = h.sum({2, 3});
   auto score = head->forward(pooled).squeeze(1);

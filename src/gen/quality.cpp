@@ -28,7 +28,9 @@ void FeatureMoments::allreduce(comm::Communicator& comm) {
   comm.allreduce(outer, comm::ReduceOp::sum);
 }
 
-at::Tensor FeatureMoments::mean() const { return sum / static_cast<double>(count); }
+at::Tensor FeatureMoments::mean() const {
+  return sum / static_cast<double>(count);
+}
 
 at::Tensor FeatureMoments::covariance() const {
   auto mu = mean();
@@ -72,8 +74,9 @@ Json QualityReport::to_json() const {
   return Json{{"samples", samples},
               {"teacher_agreement", agreement},
               {"frechet_teacher_features", frechet},
-              {"frechet_note", "Frechet distance in the teacher's penultimate-feature space against "
-                               "real val images; not Inception FID"},
+              {"frechet_note",
+               "Frechet distance in the teacher's penultimate-feature space against "
+               "real val images; not Inception FID"},
               {"teacher_predicted_counts", predicted_counts},
               {"class_agreement", class_agreement}};
 }
@@ -133,9 +136,8 @@ at::Tensor class_grid(Sampler& sampler, std::int64_t per_class, std::uint64_t se
       labels.push_back(c);
     }
   }
-  auto images = torch::empty({count, sampler.spec().channels, sampler.spec().height,
-                              sampler.spec().width},
-                             torch::kUInt8);
+  auto images = torch::empty(
+      {count, sampler.spec().channels, sampler.spec().height, sampler.spec().width}, torch::kUInt8);
   const std::int64_t chunk = 100;
   for (std::int64_t begin = 0; begin < count; begin += chunk) {
     const auto n = std::min(chunk, count - begin);

@@ -71,7 +71,8 @@ class DdpmSampler final : public Sampler {
     for (std::size_t i = 0; i < timesteps_.size(); ++i) {
       const std::int64_t t = timesteps_[i];
       const double bar = alphas_bar_[t].item<double>();
-      const double bar_prev = i + 1 < timesteps_.size() ? alphas_bar_[timesteps_[i + 1]].item<double>() : 1.0;
+      const double bar_prev =
+          i + 1 < timesteps_.size() ? alphas_bar_[timesteps_[i + 1]].item<double>() : 1.0;
       auto times = torch::full({batch}, t, torch::kInt64);
       at::Tensor eps;
       if (w == 0.0) {
@@ -173,11 +174,13 @@ at::Tensor ddpm_loss(torch::nn::Module& unet, const at::Tensor& alphas_bar, cons
     const auto index = static_cast<std::uint64_t>(indices[b]);
     t[b] = static_cast<std::int64_t>(
         KeyedRng(stream_key(seed, Purpose::diffusion_time, step, index)).below(timesteps));
-    const bool drop = KeyedRng(stream_key(seed, Purpose::label_drop, step, index)).uniform() < cfg_drop;
+    const bool drop =
+        KeyedRng(stream_key(seed, Purpose::label_drop, step, index)).uniform() < cfg_drop;
     conditioning[b] = drop ? classes : label[b];
   }
   auto times = torch::tensor(t, torch::kInt64);
-  auto noise = keyed_normal(indices, x0[0].numel(), seed, Purpose::diffusion_noise, step).view(x0.sizes());
+  auto noise =
+      keyed_normal(indices, x0[0].numel(), seed, Purpose::diffusion_noise, step).view(x0.sizes());
   auto bar = alphas_bar.index_select(0, times).to(torch::kFloat32).view({batch, 1, 1, 1});
   auto noisy = torch::sqrt(bar) * x0 + torch::sqrt(1 - bar) * noise;
   auto predicted = model->forward(noisy, times, torch::tensor(conditioning, torch::kInt64));

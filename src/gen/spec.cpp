@@ -5,13 +5,20 @@
 namespace kr::gen {
 
 Json GeneratorSpec::to_json() const {
-  return Json{{"model", model},          {"channels", channels},
-              {"classes", classes},      {"height", height},
-              {"width", width},          {"latent", latent},
-              {"g_width", g_width},      {"d_width", d_width},
-              {"z_scale", z_scale},      {"unet_width", unet_width},
-              {"schedule", schedule},    {"timesteps", timesteps},
-              {"sample_steps", sample_steps}, {"guidance", guidance},
+  return Json{{"model", model},
+              {"channels", channels},
+              {"classes", classes},
+              {"height", height},
+              {"width", width},
+              {"latent", latent},
+              {"g_width", g_width},
+              {"d_width", d_width},
+              {"z_scale", z_scale},
+              {"unet_width", unet_width},
+              {"schedule", schedule},
+              {"timesteps", timesteps},
+              {"sample_steps", sample_steps},
+              {"guidance", guidance},
               {"guidance_batched", guidance_batched}};
 }
 

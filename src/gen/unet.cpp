@@ -50,9 +50,9 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x) {
   const auto pixels = x.size(2) * x.size(3);
   auto parts = qkv->forward(norm->forward(x)).view({batch, 3, channels, pixels}).unbind(1);
   // softmax(q^T k / sqrt(ch)) over keys; output (B, ch, HW)
-  auto weights = torch::softmax(torch::bmm(parts[0].transpose(1, 2), parts[1]) /
-                                    std::sqrt(static_cast<double>(channels)),
-                                -1);
+  auto weights = torch::softmax(
+      torch::bmm(parts[0].transpose(1, 2), parts[1]) / std::sqrt(static_cast<double>(channels)),
+      -1);
   auto attended = torch::bmm(parts[2], weights.transpose(1, 2)).view(x.sizes());
   return x + out->forward(attended);
 }
@@ -92,8 +92,7 @@ UNetImpl::UNetImpl(const GeneratorSpec& spec) : width_(spec.unet_width) {
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
   const std::int64_t half = width_ / 2;
-  auto frequencies =
-      torch::exp(torch::arange(half, torch::kFloat32) * (-std::log(10000.0) / half));
+  auto frequencies = torch::exp(torch::arange(half, torch::kFloat32) * (-std::log(10000.0) / half));
   auto angles = t.to(torch::kFloat32).unsqueeze(1) * frequencies.unsqueeze(0);
   auto time = torch::cat({torch::sin(angles), torch::cos(angles)}, 1);
   auto embedding = time2->forward(torch::silu(time1->forward(time))) + class_embed->forward(labels);
@@ -107,7 +106,8 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
     if (level + 1 < levels) h = downs[level]->as<torch::nn::Conv2d>()->forward(h);
   }
   h = mid2->forward(attention->forward(mid1->forward(h, embedding)), embedding);
-  auto up = F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
+  auto up =
+      F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
   for (std::size_t i = 0; i < levels; ++i) {
     const std::size_t level = levels - 1 - i;
     h = decoder[i]->as<ResidualBlock>()->forward(torch::cat({h, skips[level]}, 1), embedding);

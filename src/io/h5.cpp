@@ -145,7 +145,8 @@ void write_virtual(const File& file, const std::string& name, at::ScalarType dty
   const void* fill_value = dtype == at::kLong    ? static_cast<const void*>(&fill_int)
                            : dtype == at::kFloat ? static_cast<const void*>(&fill_float)
                                                  : static_cast<const void*>(&fill_byte);
-  check(H5Pset_fill_value(plist.get(), type, fill_value), file, "cannot set the fill value of '" + name + "'");
+  check(H5Pset_fill_value(plist.get(), type, fill_value), file,
+        "cannot set the fill value of '" + name + "'");
   for (const auto& source : sources) {
     std::vector<hsize_t> source_dims = dims;
     source_dims[0] = source.rows;
@@ -160,9 +161,9 @@ void write_virtual(const File& file, const std::string& name, at::ScalarType dty
                          source_space.get()),
           file, "cannot map " + source.file + " into '" + name + "'");
   }
-  Handle dataset(H5Dcreate2(file.id(), name.c_str(), type, space.get(), H5P_DEFAULT, plist.get(),
-                            H5P_DEFAULT),
-                 H5Dclose);
+  Handle dataset(
+      H5Dcreate2(file.id(), name.c_str(), type, space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT),
+      H5Dclose);
   if (!dataset.valid()) fail(file, "cannot create virtual dataset '" + name + "'");
 }
 

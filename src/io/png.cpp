@@ -46,7 +46,8 @@ std::string encode_png(const at::Tensor& image) {
   const auto width = image.size(2);
   auto interleaved = image.permute({1, 2, 0}).contiguous();
   std::string error;
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, on_png_error, on_png_warning);
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, on_png_error, on_png_warning);
   if (!png) throw Error("encode_png: out of memory");
   png_infop info = png_create_info_struct(png);
   WriteState state;
@@ -84,7 +85,8 @@ at::Tensor read_png(const std::string& path) {
   if (std::fread(signature, 1, 8, file.get()) != 8 || png_sig_cmp(signature, 0, 8) != 0)
     throw Error(path + ": not a PNG file");
   std::string error;
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &error, on_png_error, on_png_warning);
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &error, on_png_error, on_png_warning);
   png_infop info = png_create_info_struct(png);
   at::Tensor image;
   if (setjmp(png_jmpbuf(png))) {
@@ -93,8 +95,8 @@ at::Tensor read_png(const std::string& path) {
   }
   png_init_io(png, file.get());
   png_set_sig_bytes(png, 8);
-  png_read_png(png, info, PNG_TRANSFORM_STRIP_16 | PNG_TRANSFORM_PACKING | PNG_TRANSFORM_STRIP_ALPHA,
-               nullptr);
+  png_read_png(png, info,
+               PNG_TRANSFORM_STRIP_16 | PNG_TRANSFORM_PACKING | PNG_TRANSFORM_STRIP_ALPHA, nullptr);
   const auto width = static_cast<std::int64_t>(png_get_image_width(png, info));
   const auto height = static_cast<std::int64_t>(png_get_image_height(png, info));
   const auto channels = static_cast<std::int64_t>(png_get_channels(png, info));
@@ -117,9 +119,9 @@ at::Tensor make_grid(const at::Tensor& images, std::int64_t columns, std::int64_
   const auto height = images.size(2);
   const auto width = images.size(3);
   const auto rows = (count + columns - 1) / columns;
-  auto grid = torch::full({channels, rows * (height + border) + border,
-                           columns * (width + border) + border},
-                          128, torch::kUInt8);
+  auto grid = torch::full(
+      {channels, rows * (height + border) + border, columns * (width + border) + border}, 128,
+      torch::kUInt8);
   for (std::int64_t i = 0; i < count; ++i) {
     const auto y = border + (i / columns) * (height + border);
     const auto x = border + (i % columns) * (width + border);

@@ -59,7 +59,9 @@ at::Tensor ResNet20Impl::features(const at::Tensor& x) {
   return y.mean({2, 3});
 }
 
-at::Tensor ResNet20Impl::classify(const at::Tensor& features) { return head(features); }
+at::Tensor ResNet20Impl::classify(const at::Tensor& features) {
+  return head(features);
+}
 
 at::Tensor ResNet20Impl::forward(const at::Tensor& x) {
   return head(features(x));

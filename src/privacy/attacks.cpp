@@ -51,7 +51,8 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
   auto keep = inputs.keep.to(torch::kBool);
   // phi: (M, A, P)
   std::vector<at::Tensor> phis;
-  for (const auto& logits : inputs.logits) phis.push_back(logit_scaled_confidence(logits, inputs.labels));
+  for (const auto& logits : inputs.logits)
+    phis.push_back(logit_scaled_confidence(logits, inputs.labels));
   auto phi = torch::stack(phis);
   const auto augmentations = phi.size(1);
 
@@ -66,12 +67,12 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     for (std::int64_t i = 0; i < runs; ++i)
       if (i != j) others.push_back(i);
     auto index = torch::tensor(others, torch::kInt64);
-    auto shadow_phi = phi.index_select(0, index);        // (S, A, P)
+    auto shadow_phi = phi.index_select(0, index);          // (S, A, P)
     auto in = keep_f.index_select(0, index).unsqueeze(1);  // (S, 1, P)
     auto out = 1.0 - in;
     // With no IN shadow for a point (M = 2), the online score falls back to the OUT fit.
-    auto has_in = in.sum(0).gt(0.0);        // (1, P)
-    auto n_in = in.sum(0).clamp_min(1.0);   // (1, P)
+    auto has_in = in.sum(0).gt(0.0);       // (1, P)
+    auto n_in = in.sum(0).clamp_min(1.0);  // (1, P)
     auto n_out = out.sum(0).clamp_min(1.0);
     auto mean_in = (shadow_phi * in).sum(0) / n_in;  // (A, P)
     auto mean_out = (shadow_phi * out).sum(0) / n_out;
@@ -80,17 +81,23 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     auto var_in_example = dev_in.sum(0) / (n_in - 1.0).clamp_min(1.0);
     auto var_out_example = dev_out.sum(0) / (n_out - 1.0).clamp_min(1.0);
     // Global variance: pooled over points, per augmentation.
-    auto var_in_global = (dev_in.sum(at::IntArrayRef{0, 2}) / (in.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0)).unsqueeze(1);
-    auto var_out_global = (dev_out.sum(at::IntArrayRef{0, 2}) / (out.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0)).unsqueeze(1);
+    auto var_in_global = (dev_in.sum(at::IntArrayRef{0, 2}) /
+                          (in.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0))
+                             .unsqueeze(1);
+    auto var_out_global = (dev_out.sum(at::IntArrayRef{0, 2}) /
+                           (out.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0))
+                              .unsqueeze(1);
     auto target = phi[j];  // (A, P)
     auto floor = [](const at::Tensor& v) { return v.clamp_min(1e-6).sqrt(); };
     auto zero = torch::zeros_like(target);
-    online_global[j] = (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_global)), zero) -
-                        log_normal_pdf(target, mean_out, floor(var_out_global)))
-                           .mean(0);
-    online_per_example[j] = (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_example)), zero) -
-                             log_normal_pdf(target, mean_out, floor(var_out_example)))
-                                .mean(0);
+    online_global[j] =
+        (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_global)), zero) -
+         log_normal_pdf(target, mean_out, floor(var_out_global)))
+            .mean(0);
+    online_per_example[j] =
+        (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_example)), zero) -
+         log_normal_pdf(target, mean_out, floor(var_out_example)))
+            .mean(0);
     offline_global[j] = log_normal_cdf((target - mean_out) / floor(var_out_global)).mean(0);
     offline_per_example[j] = log_normal_cdf((target - mean_out) / floor(var_out_example)).mean(0);
   }
@@ -101,7 +108,8 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
   auto entropy = torch::zeros_like(loss);
   auto modified_entropy = torch::zeros_like(loss);
   auto p_label = torch::zeros({runs, augmentations, points}, torch::kFloat64);
-  auto label_index = inputs.labels.to(torch::kInt64).view({1, points, 1}).expand({augmentations, points, 1});
+  auto label_index =
+      inputs.labels.to(torch::kInt64).view({1, points, 1}).expand({augmentations, points, 1});
   for (std::int64_t j = 0; j < runs; ++j) {
     auto p = probabilities(inputs.logits[j]);  // (A, P, K)
     auto log_p = torch::log(p.clamp_min(1e-300));
@@ -111,7 +119,8 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     confidence[j] = std::get<0>(p.max(-1)).mean(0);
     entropy[j] = (p * log_p).sum(-1).mean(0);  // -H(p)
     auto log_one_minus = torch::log((1.0 - p).clamp_min(1e-300));
-    auto wrong = (p * log_one_minus).sum(-1) - (p_y * log_one_minus.gather(-1, label_index).squeeze(-1));
+    auto wrong =
+        (p * log_one_minus).sum(-1) - (p_y * log_one_minus.gather(-1, label_index).squeeze(-1));
     auto mentr = -((1.0 - p_y) * torch::log(p_y.clamp_min(1e-300)) + wrong);
     modified_entropy[j] = -mentr.mean(0);
   }
@@ -252,8 +261,10 @@ RocSummary roc(const at::Tensor& scores, const at::Tensor& members, bool keep_cu
       if (i == 0 || i + 1 == fpr.size() || fpr[i] >= next) {
         summary.fpr.push_back(fpr[i]);
         summary.tpr.push_back(tpr[i]);
-        if (fpr[i] > 0) next = fpr[i] * std::pow(10.0, 6.0 / 400.0);
-        else next = 1e-6;
+        if (fpr[i] > 0)
+          next = fpr[i] * std::pow(10.0, 6.0 / 400.0);
+        else
+          next = 1e-6;
       }
     }
   }
@@ -267,7 +278,8 @@ Json bootstrap_intervals(const at::Tensor& scores, const at::Tensor& members, in
   const auto n = s.numel();
   std::vector<double> aucs, tpr01, tpr1;
   for (int r = 0; r < rounds; ++r) {
-    KeyedRng rng(stream_key(seed, Purpose::shuffle, 0x6d6961 /* "mia" */, static_cast<std::uint64_t>(r)));
+    KeyedRng rng(
+        stream_key(seed, Purpose::shuffle, 0x6d6961 /* "mia" */, static_cast<std::uint64_t>(r)));
     std::vector<std::int64_t> pick(static_cast<std::size_t>(n));
     for (auto& p : pick) p = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(n)));
     auto index = torch::tensor(pick, torch::kInt64);
@@ -284,7 +296,9 @@ Json bootstrap_intervals(const at::Tensor& scores, const at::Tensor& members, in
     };
     return Json::array({at(0.025), at(0.975)});
   };
-  return Json{{"rounds", rounds}, {"auc", interval(aucs)}, {"tpr_at_0.1%", interval(tpr01)},
+  return Json{{"rounds", rounds},
+              {"auc", interval(aucs)},
+              {"tpr_at_0.1%", interval(tpr01)},
               {"tpr_at_1%", interval(tpr1)}};
 }
 
@@ -295,7 +309,8 @@ at::Tensor balanced_keep_matrix(std::int64_t runs, std::int64_t points, std::uin
   std::vector<std::int64_t> order(static_cast<std::size_t>(runs));
   for (std::int64_t x = 0; x < points; ++x) {
     std::iota(order.begin(), order.end(), 0);
-    KeyedRng rng(stream_key(seed, Purpose::split, 0x6b656570 /* "keep" */, static_cast<std::uint64_t>(x)));
+    KeyedRng rng(
+        stream_key(seed, Purpose::split, 0x6b656570 /* "keep" */, static_cast<std::uint64_t>(x)));
     for (std::int64_t i = runs - 1; i > 0; --i)
       std::swap(order[i], order[rng.below(static_cast<std::uint64_t>(i + 1))]);
     for (std::int64_t i = 0; i < runs / 2; ++i) data[order[i] * points + x] = 1;

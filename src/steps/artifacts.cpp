@@ -47,8 +47,9 @@ LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channe
                                  std::int64_t classes) {
   const std::string description_path = run_dir + "/model.json";
   if (!path_exists(description_path))
-    throw Error(run_dir + ": no trained classifier here (model.json missing; run the step that "
-                          "makes it first)");
+    throw Error(run_dir +
+                ": no trained classifier here (model.json missing; run the step that "
+                "makes it first)");
   LoadedClassifier loaded;
   nn::ResNetShape shape;
   try {

@@ -97,11 +97,13 @@ train::CheckpointItems ClassifierTask::checkpoint_items() {
   return train::CheckpointItems{{{"model", model_.ptr().get()}}, {{"optimizer", optimizer_.get()}}};
 }
 
-void ClassifierTask::synchronize_buffers() { parallel_->broadcast_buffers(); }
+void ClassifierTask::synchronize_buffers() {
+  parallel_->broadcast_buffers();
+}
 
 ClassifierResult finish_classifier(Context& context, ClassifierTask& task,
-                                   train::CheckpointManager& checkpoints, const std::string& run_dir,
-                                   const data::Dataset& dataset) {
+                                   train::CheckpointManager& checkpoints,
+                                   const std::string& run_dir, const data::Dataset& dataset) {
   const auto best = checkpoints.find_best();
   if (!best) throw Error(run_dir + ": training finished without a best checkpoint");
   nn::load_module(*task.model(), *best + "/model.pt");
@@ -111,11 +113,11 @@ ClassifierResult finish_classifier(Context& context, ClassifierTask& task,
   result.params_sha256 = nn::state_sha256(*task.model());
   if (context.comm.rank() == 0) {
     nn::save_module(*task.model(), run_dir + "/model.pt");
-    write_file_atomic(run_dir + "/model.json",
-                      classifier_description(task.shape(), result.params_sha256,
-                                             dataset.info.source_sha256)
-                              .dump(2) +
-                          "\n");
+    write_file_atomic(
+        run_dir + "/model.json",
+        classifier_description(task.shape(), result.params_sha256, dataset.info.source_sha256)
+                .dump(2) +
+            "\n");
   }
   return result;
 }

@@ -68,8 +68,9 @@ class StudentTask final : public ClassifierTask {
     if (targets_ != "soft" && targets_ != "stored" && targets_ != "hard")
       throw UsageError("--targets must be soft, stored or hard, got '" + targets_ + "'");
     if (targets_ == "stored" && !pool.has_logits())
-      throw UsageError(pool.directory() + ": --targets stored needs teacher logits in the shards "
-                                          "(generate with a teacher)");
+      throw UsageError(pool.directory() +
+                       ": --targets stored needs teacher logits in the shards "
+                       "(generate with a teacher)");
     temperature_ = context.get<double>("temperature");
     hard_weight_ = context.get<double>("hard-weight");
     regen_every_ = context.get<std::int64_t>("regen-every");
@@ -78,12 +79,14 @@ class StudentTask final : public ClassifierTask {
     sample_batch_ = context.get<std::int64_t>("sample-batch");
     if (sample_batch_ <= 0) sample_batch_ = pool.manifest().at("settings").at("sample_batch");
     // The teacher's val predictions, for the agreement metric (this rank's slice).
-    const auto range = train::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
+    const auto range =
+        train::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
     val_range_ = range;
     std::vector<at::Tensor> predictions;
     for (std::int64_t i = range.begin; i < range.end; i += 500) {
       const auto n = std::min<std::int64_t>(500, range.end - i);
-      predictions.push_back(teacher_.logits(data::to_float(dataset.val.images.narrow(0, i, n))).argmax(1));
+      predictions.push_back(
+          teacher_.logits(data::to_float(dataset.val.images.narrow(0, i, n))).argmax(1));
     }
     teacher_val_ = predictions.empty() ? torch::empty({0}, torch::kInt64) : torch::cat(predictions);
   }
@@ -100,17 +103,22 @@ class StudentTask final : public ClassifierTask {
       current_ = pool_.read(first, epoch_size_, targets_ == "stored" ? &stored_logits_ : nullptr);
     } else {
       if (!online_)
-        throw Error(pool_.directory() + ": the pool is exhausted at epoch " + std::to_string(epoch + 1) +
-                    " (it holds " + std::to_string(pool_.size()) + " images, this epoch needs [" +
-                    std::to_string(first) + ", " + std::to_string(first + epoch_size_) +
+        throw Error(pool_.directory() + ": the pool is exhausted at epoch " +
+                    std::to_string(epoch + 1) + " (it holds " + std::to_string(pool_.size()) +
+                    " images, this epoch needs [" + std::to_string(first) + ", " +
+                    std::to_string(first + epoch_size_) +
                     ")); generate more --pool-epochs or pass --generate-online");
       current_ = sample_online(first, epoch_size_);
     }
     current_part_ = part;
     part_first_ = first;
-    parts_.push_back(Json{{"epoch", epoch + 1}, {"part", part}, {"first", first},
-                          {"count", epoch_size_}, {"online", first + epoch_size_ > pool_.size()}});
-    log::record(Json{{"event", "pool_part"}, {"epoch", epoch + 1}, {"first", first}, {"count", epoch_size_}});
+    parts_.push_back(Json{{"epoch", epoch + 1},
+                          {"part", part},
+                          {"first", first},
+                          {"count", epoch_size_},
+                          {"online", first + epoch_size_ > pool_.size()}});
+    log::record(Json{
+        {"event", "pool_part"}, {"epoch", epoch + 1}, {"first", first}, {"count", epoch_size_}});
     data_seconds_ += since(start);
   }
 
@@ -122,15 +130,18 @@ class StudentTask final : public ClassifierTask {
     const std::int64_t batches = (first + count - begin + sample_batch_ - 1) / sample_batch_;
     const int world = context_.comm.size();
     const std::int64_t per_rank = (batches + world - 1) / world;
-    auto mine = torch::zeros({per_rank * sample_batch_, spec.channels, spec.height, spec.width}, torch::kUInt8);
+    auto mine = torch::zeros({per_rank * sample_batch_, spec.channels, spec.height, spec.width},
+                             torch::kUInt8);
     for (std::int64_t j = 0; j < per_rank; ++j) {
       const std::int64_t b = j * world + context_.comm.rank();
       if (b >= batches) break;
       mine.narrow(0, j * sample_batch_, sample_batch_)
-          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, seed_, sample_batch_));
+          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, seed_,
+                                   sample_batch_));
     }
     auto all = context_.comm.allgather(mine);  // rank r's rows: batches j * world + r
-    auto ordered = torch::empty({batches * sample_batch_, spec.channels, spec.height, spec.width}, torch::kUInt8);
+    auto ordered = torch::empty({batches * sample_batch_, spec.channels, spec.height, spec.width},
+                                torch::kUInt8);
     for (std::int64_t b = 0; b < batches; ++b) {
       const std::int64_t r = b % world;
       const std::int64_t j = b / world;
@@ -140,12 +151,14 @@ class StudentTask final : public ClassifierTask {
     data::ImageSet set;
     set.images = ordered.narrow(0, first - begin, count).contiguous();
     std::vector<std::int64_t> labels(static_cast<std::size_t>(count));
-    for (std::int64_t i = 0; i < count; ++i) labels[i] = gen::class_of_index(first + i, spec.classes);
+    for (std::int64_t i = 0; i < count; ++i)
+      labels[i] = gen::class_of_index(first + i, spec.classes);
     set.labels = torch::tensor(labels, torch::kInt64);
     return set;
   }
 
-  at::Tensor batch_loss(const std::vector<std::int64_t>& local, const train::StepInfo& info) override {
+  at::Tensor batch_loss(const std::vector<std::int64_t>& local,
+                        const train::StepInfo& info) override {
     load_part(info.epoch);
     auto start = Clock::now();
     // Augmentation is keyed by the pool's global index, as if the pool were one array.
@@ -185,7 +198,8 @@ class StudentTask final : public ClassifierTask {
     return loss;
   }
 
-  train::StepOutput train_step(const std::vector<std::int64_t>& local, const train::StepInfo& info) override {
+  train::StepOutput train_step(const std::vector<std::int64_t>& local,
+                               const train::StepInfo& info) override {
     const auto start = Clock::now();
     const double before = data_seconds_ + teacher_seconds_;
     auto out = ClassifierTask::train_step(local, info);
@@ -202,13 +216,16 @@ class StudentTask final : public ClassifierTask {
     for (std::int64_t i = val_range_.begin; i < val_range_.end; i += 500) {
       const auto n = std::min<std::int64_t>(500, val_range_.end - i);
       auto predicted = forward(data::to_float(dataset_.val.images.narrow(0, i, n))).argmax(1);
-      agree += predicted.eq(teacher_val_.narrow(0, i - val_range_.begin, n)).sum().item<std::int64_t>();
+      agree +=
+          predicted.eq(teacher_val_.narrow(0, i - val_range_.begin, n)).sum().item<std::int64_t>();
     }
-    auto counts = torch::tensor({static_cast<double>(agree), static_cast<double>(val_range_.end - val_range_.begin),
-                                 data_seconds_, teacher_seconds_, student_seconds_},
-                                torch::kFloat64);
+    auto counts = torch::tensor(
+        {static_cast<double>(agree), static_cast<double>(val_range_.end - val_range_.begin),
+         data_seconds_, teacher_seconds_, student_seconds_},
+        torch::kFloat64);
     context_.comm.allreduce(counts, comm::ReduceOp::sum);
-    metrics["val_teacher_agreement"] = counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
+    metrics["val_teacher_agreement"] =
+        counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
     const double world = context_.comm.size();
     metrics["data_seconds"] = counts[2].item<double>() / world;
     metrics["teacher_seconds"] = counts[3].item<double>() / world;
@@ -268,14 +285,14 @@ int run_distill(Context& context) {
     throw UsageError(pool_dir + " holds " + std::to_string(pool.size()) + " images; " +
                      std::to_string(epochs) + " epochs of " + std::to_string(epoch_size) +
                      " with --regen-every " + std::to_string(regen_every) + " need " +
-                     std::to_string(parts_needed * epoch_size) +
-                     ". Generate with --pool-epochs " + std::to_string(parts_needed) +
-                     ", or pass --generate-online");
+                     std::to_string(parts_needed * epoch_size) + ". Generate with --pool-epochs " +
+                     std::to_string(parts_needed) + ", or pass --generate-online");
   std::optional<gen::LoadedGenerator> generator;
   if (online && parts_needed * epoch_size > pool.size()) {
     generator = gen::load_generator(context.path_option("generator", "generator"));
     if (generator->weights_sha256 != pool.manifest().at("settings").at("generator_sha256"))
-      throw UsageError("--generate-online: the generator differs from the one that made " + pool_dir);
+      throw UsageError("--generate-online: the generator differs from the one that made " +
+                       pool_dir);
   }
 
   RunRecord record(context, run_dir);
@@ -342,7 +359,8 @@ int run_distill(Context& context) {
                {"world_size", context.comm.size()},
                {"threads_per_rank", context.threads.intra_op},
                {"train_seconds_this_run", outcome.seconds},
-               {"time_split_seconds", Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
+               {"time_split_seconds",
+                Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
                {"images_per_second", outcome.images_per_second},
                {"params_sha256", result.params_sha256},
                {"parts", task.parts()},
@@ -350,17 +368,19 @@ int run_distill(Context& context) {
   if (context.comm.rank() == 0) {
     make_dirs(results_dir);
     const std::string name = context.get<std::string>("results-name");
-    write_history_csv(results_dir + "/" + name + "_epochs.csv", outcome.history,
-                      {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss",
-                       "pool_part", "data_seconds", "teacher_seconds", "student_seconds", "seconds"});
+    write_history_csv(
+        results_dir + "/" + name + "_epochs.csv", outcome.history,
+        {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss", "pool_part",
+         "data_seconds", "teacher_seconds", "student_seconds", "seconds"});
     write_file_atomic(results_dir + "/" + name + ".json", results.dump(2) + "\n");
   }
   char line[200];
-  std::snprintf(line, sizeof line,
-                "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best epoch %lld)",
-                100.0 * result.test.accuracy(), 100.0 * teacher_test.accuracy(),
-                100.0 * (teacher_test.accuracy() - result.test.accuracy()),
-                static_cast<long long>(outcome.best.value("epoch", 0)));
+  std::snprintf(
+      line, sizeof line,
+      "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best epoch %lld)",
+      100.0 * result.test.accuracy(), 100.0 * teacher_test.accuracy(),
+      100.0 * (teacher_test.accuracy() - result.test.accuracy()),
+      static_cast<long long>(outcome.best.value("epoch", 0)));
   log::info(line);
   record.set("results", Json{{"test_accuracy", result.test.accuracy()},
                              {"teacher_test_accuracy", teacher_test.accuracy()},
@@ -372,7 +392,8 @@ int run_distill(Context& context) {
 }  // namespace
 
 Step distill_step() {
-  return Step{"distill", "train the student on synthetic images only, by distillation from the teacher",
+  return Step{"distill",
+              "train the student on synthetic images only, by distillation from the teacher",
               add_distill_options, run_distill};
 }
 

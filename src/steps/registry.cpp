@@ -13,8 +13,9 @@ Step mia_step();
 Step report_step();
 
 const std::vector<Step>& registry() {
-  static const std::vector<Step> steps = {prepare_step(), train_teacher_step(), train_generator_step(),
-                                         sample_step(), generate_step(), distill_step(), mia_step(), report_step(), bench_step()};
+  static const std::vector<Step> steps = {
+      prepare_step(), train_teacher_step(), train_generator_step(), sample_step(), generate_step(),
+      distill_step(), mia_step(),           report_step(),          bench_step()};
   return steps;
 }
 

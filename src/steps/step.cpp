@@ -19,8 +19,8 @@ int run_nested_step(Context& parent, comm::Communicator& comm, const std::string
   if (!step) throw Error("no step named '" + name + "'");
   if (!parent.parse_options) throw Error("nested steps need the cli's option parser");
   StepOptions options = parent.parse_options(*step, args);
-  Context context{comm, parent.runtime, options.values, options.config, parent.threads, step->name,
-                  parent.parse_options};
+  Context context{comm,           parent.runtime, options.values,      options.config,
+                  parent.threads, step->name,     parent.parse_options};
   return step->run(context);
 }
 

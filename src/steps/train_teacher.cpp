@@ -97,17 +97,16 @@ int run_train_teacher(Context& context) {
                {"history", outcome.history}};
   if (context.comm.rank() == 0) {
     make_dirs(results_dir);
-    write_history_csv(results_dir + "/teacher_epochs.csv", outcome.history,
-                      {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds",
-                       "images_per_second"});
+    write_history_csv(
+        results_dir + "/teacher_epochs.csv", outcome.history,
+        {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds", "images_per_second"});
     write_file_atomic(results_dir + "/teacher.json", results.dump(2) + "\n");
   }
   char line[160];
-  std::snprintf(line, sizeof line,
-                "train-teacher: test accuracy %.2f %% (best epoch %lld, val %.2f %%)",
-                100.0 * result.test.accuracy(),
-                static_cast<long long>(outcome.best.value("epoch", 0)),
-                100.0 * result.val.accuracy());
+  std::snprintf(
+      line, sizeof line, "train-teacher: test accuracy %.2f %% (best epoch %lld, val %.2f %%)",
+      100.0 * result.test.accuracy(), static_cast<long long>(outcome.best.value("epoch", 0)),
+      100.0 * result.val.accuracy());
   log::info(line);
   record.set("results", Json{{"test_accuracy", result.test.accuracy()},
                              {"val_accuracy", result.val.accuracy()},

@@ -58,7 +58,8 @@ TEST(Lira, PhiIsTheLogOddsOfTheTrueClass) {
   auto logits = torch::tensor({{2.0, 0.0, -1.0}}, torch::kFloat64);
   auto p = torch::softmax(logits, 1);
   const double expected = std::log(p[0][0].item<double>()) - std::log(1 - p[0][0].item<double>());
-  EXPECT_NEAR(kr::privacy::logit_scaled_confidence(logits, torch::tensor({0})).item<double>(), expected, 1e-12);
+  EXPECT_NEAR(kr::privacy::logit_scaled_confidence(logits, torch::tensor({0})).item<double>(),
+              expected, 1e-12);
 }
 
 TEST(Lira, KeepMatrixPutsEveryPointInExactlyHalfTheRuns) {
@@ -79,7 +80,8 @@ kr::privacy::AttackInputs synthetic_runs(double gap, std::int64_t runs, std::int
   auto difficulty = torch::randn({points}) * 2.0;
   for (std::int64_t j = 0; j < runs; ++j) {
     auto logits = torch::randn({1, points, 10}) * 0.3;
-    auto boost = difficulty + gap * inputs.keep[j].to(torch::kFloat32) + torch::randn({points}) * 0.3;
+    auto boost =
+        difficulty + gap * inputs.keep[j].to(torch::kFloat32) + torch::randn({points}) * 0.3;
     logits.index_put_({0, torch::arange(points), inputs.labels}, boost);
     inputs.logits.push_back(logits);
     inputs.population_logits.push_back(torch::randn({1, 50, 10}));
@@ -115,7 +117,8 @@ TEST(Lira, DetectsMembershipWhenPresentAndNotWhenAbsent) {
 
 TEST(Distillation, SoftTargetsAreTheTemperedSoftmaxAndSmoothingMixesUniform) {
   auto logits = torch::tensor({{1.0, 2.0, 4.0}, {0.0, 0.0, 0.0}});
-  EXPECT_TRUE(torch::allclose(kr::train::soft_targets(logits, 2.0, 0.0), torch::softmax(logits / 2.0, 1)));
+  EXPECT_TRUE(
+      torch::allclose(kr::train::soft_targets(logits, 2.0, 0.0), torch::softmax(logits / 2.0, 1)));
   auto smoothed = kr::train::soft_targets(logits, 1.0, 0.3);
   EXPECT_TRUE(torch::allclose(smoothed, 0.7 * torch::softmax(logits, 1) + 0.1));
   EXPECT_TRUE(torch::allclose(smoothed.sum(1), torch::ones({2})));
