@@ -11,6 +11,7 @@
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/core/keyed_rng.hpp"
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
@@ -45,19 +46,6 @@ void add_mia_options(po::options_description& options) {
   // clang-format on
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::string item;
-  for (char c : text + ",") {
-    if (c == ',' || c == ' ') {
-      if (!item.empty()) items.push_back(item);
-      item.clear();
-    } else {
-      item += c;
-    }
-  }
-  return items;
-}
 
 // The run directory each replayed step writes (as in jobs/kr.pipeline).
 std::string step_directory(const std::string& step) {
@@ -116,16 +104,19 @@ int run_mia(Context& context) {
   const auto start = Clock::now();
   const std::string data_path = context.path_option("data", "data/data.h5");
   const std::string out = context.path_option("out", "mia");
-  const std::string config = context.options.count("config") ? context.get<std::string>("config") : "";
+  const std::string config =
+      context.options.count("config") ? context.get<std::string>("config") : "";
   const auto runs = context.get<std::int64_t>("runs");
   const auto seed = context.get<std::uint64_t>("seed");
   if (runs < 4)
-    throw UsageError("--runs must be at least 4: with leave-one-out each point then has IN and OUT "
-                     "shadows (M = 2 leaves every point with one kind only)");
+    throw UsageError(
+        "--runs must be at least 4: with leave-one-out each point then has IN and OUT "
+        "shadows (M = 2 leaves every point with one kind only)");
   const auto replay = split_list(context.get<std::string>("replay"));
   for (const auto& step : replay) step_directory(step);
   data::Dataset dataset = io::read_dataset(data_path);
-  const std::int64_t pool_size = std::min(context.get<std::int64_t>("pool-size"), dataset.train.size());
+  const std::int64_t pool_size =
+      std::min(context.get<std::int64_t>("pool-size"), dataset.train.size());
   if (pool_size < 2) throw UsageError("--pool-size must be at least 2");
   auto keep = privacy::balanced_keep_matrix(runs, pool_size, seed);
 
@@ -137,7 +128,8 @@ int run_mia(Context& context) {
     std::swap(order[i], order[rng.below(static_cast<std::uint64_t>(i + 1))]);
   std::vector<std::int64_t> pool_indices(order.begin(), order.begin() + pool_size);
   const auto pool = data::take(dataset.train, pool_indices);
-  const std::int64_t population_size = std::min(context.get<std::int64_t>("population"), dataset.val.size());
+  const std::int64_t population_size =
+      std::min(context.get<std::int64_t>("population"), dataset.val.size());
   const auto population = data::take(dataset.val, [&] {
     std::vector<std::int64_t> v(static_cast<std::size_t>(population_size));
     std::iota(v.begin(), v.end(), 0);
@@ -145,19 +137,18 @@ int run_mia(Context& context) {
   }());
   const bool mirror = dataset.info.hflip;
 
-  Json settings{{"data_sha256", dataset.info.source_sha256}, {"runs", runs}, {"pool_size", pool_size},
-                {"seed", seed}, {"replay", replay}, {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
-                {"hard_control", context.get<bool>("hard-control")}, {"config", config}};
+  Json settings{{"data_sha256", dataset.info.source_sha256},
+                {"runs", runs},
+                {"pool_size", pool_size},
+                {"seed", seed},
+                {"replay", replay},
+                {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
+                {"hard_control", context.get<bool>("hard-control")},
+                {"config", config}};
   RunRecord record(context, out);
   record.add_input("data", data_path);
   run_on_root(context.comm, [&] {
-    const std::string settings_path = out + "/settings.json";
-    if (path_exists(settings_path)) {
-      if (Json::parse(read_file(settings_path)) != settings)
-        throw UsageError(out + " holds runs made with different settings; use another --out or remove it");
-    } else {
-      write_file_atomic(settings_path, settings.dump(2) + "\n");
-    }
+    claim_settings(out, settings, "runs");
     auto file_path = out + "/keep.h5";
     PendingFile pending(file_path);
     {
@@ -165,8 +156,9 @@ int run_mia(Context& context) {
       io::h5::write_tensor(file, "keep", keep);
       io::h5::write_tensor(file, "pool_indices", torch::tensor(pool_indices, torch::kInt64));
       io::h5::write_tensor(file, "labels", pool.labels);
-      io::h5::set_attr(file, "/", "note", std::string("keep[j][x] = 1: run j trained on pool point x, "
-                                                      "which is train row pool_indices[x] of the data set"));
+      io::h5::set_attr(file, "/", "note",
+                       std::string("keep[j][x] = 1: run j trained on pool point x, "
+                                   "which is train row pool_indices[x] of the data set"));
       file.close();
     }
     pending.commit();
@@ -184,7 +176,8 @@ int run_mia(Context& context) {
     const auto* row = keep[j].contiguous().data_ptr<std::uint8_t>();
     for (std::int64_t x = 0; x < pool_size; ++x)
       if (row[x]) members.push_back(pool_indices[x]);
-    const std::string keep_sha = sha256_bytes(keep[j].contiguous().data_ptr(), static_cast<std::size_t>(pool_size));
+    const std::string keep_sha =
+        sha256_bytes(keep[j].contiguous().data_ptr(), static_cast<std::size_t>(pool_size));
     const std::string run_data = run_dir + "/data/data.h5";
     if (!path_exists(run_data)) {
       data::Dataset subset;
@@ -195,52 +188,68 @@ int run_mia(Context& context) {
       subset.test = dataset.test;
       io::write_dataset(subset, run_data);
     }
-    std::vector<std::string> common = {"--workdir", run_dir, "--seed", std::to_string(seed + 1 + j)};
+    std::vector<std::string> common = {"--workdir", run_dir, "--seed",
+                                       std::to_string(seed + 1 + j)};
     if (!config.empty()) common.insert(common.begin(), {"--config", config});
     auto steps = replay;
     if (context.get<bool>("hard-control")) steps.push_back("distill-hard");
     for (const auto& step : steps) {
       const bool hard = step == "distill-hard";
       const std::string name = hard ? "distill" : step;
-      const std::string dir = run_dir + "/" + (hard ? std::string("student-hard") : step_directory(step));
+      const std::string dir =
+          run_dir + "/" + (hard ? std::string("student-hard") : step_directory(step));
       if (step_complete(dir)) continue;
       auto args = common;
       if (context.get<std::int64_t>("shadow-epochs") > 0 && name != "generate")
-        args.insert(args.end(), {"--epochs", std::to_string(context.get<std::int64_t>("shadow-epochs"))});
-      if (hard) args.insert(args.end(), {"--targets", "hard", "--out", dir, "--results-name", "distill-hard"});
+        args.insert(args.end(),
+                    {"--epochs", std::to_string(context.get<std::int64_t>("shadow-epochs"))});
+      if (hard)
+        args.insert(args.end(),
+                    {"--targets", "hard", "--out", dir, "--results-name", "distill-hard"});
       log::record(Json{{"event", "mia_run_step"}, {"run", j}, {"step", step}});
       const int code = run_nested_step(context, self, name, args);
       if (code == exit_code::preempted) {
         preempted = true;
         break;
       }
-      if (code != exit_code::ok) throw Error(run_dir + ": " + step + " failed with exit code " + std::to_string(code));
+      if (code != exit_code::ok)
+        throw Error(run_dir + ": " + step + " failed with exit code " + std::to_string(code));
     }
     if (preempted) break;
 
     // Logits of every target this run trained, on the pool and the population.
-    Json run_info{{"run", j}, {"keep_row_sha256", keep_sha}, {"members", members.size()}, {"seed", seed + 1 + j}};
+    Json run_info{{"run", j},
+                  {"keep_row_sha256", keep_sha},
+                  {"members", members.size()},
+                  {"seed", seed + 1 + j}};
     PendingFile pending(run_dir + "/logits.h5");
     {
       auto file = io::h5::File::create(pending.temp_path());
       for (const auto& target : all_targets()) {
         if (!path_exists(run_dir + "/" + target.directory + "/model.json")) continue;
-        auto model = load_classifier(run_dir + "/" + target.directory, dataset.info.channels, dataset.info.classes);
+        auto model = load_classifier(run_dir + "/" + target.directory, dataset.info.channels,
+                                     dataset.info.classes);
         io::h5::write_tensor(file, target.name, query_logits(model, pool.images, mirror));
-        io::h5::write_tensor(file, target.name + "_population", query_logits(model, population.images, mirror));
-        run_info[target.name] = Json{{"weights_sha256", model.weights_sha256},
-                                     {"test_accuracy", json_number(run_dir + "/" + target.results, "test_accuracy")}};
+        io::h5::write_tensor(file, target.name + "_population",
+                             query_logits(model, population.images, mirror));
+        run_info[target.name] =
+            Json{{"weights_sha256", model.weights_sha256},
+                 {"test_accuracy", json_number(run_dir + "/" + target.results, "test_accuracy")}};
       }
       file.close();
     }
     pending.commit();
-    if (path_exists(run_dir + "/generator/ema.pt")) run_info["generator_sha256"] = sha256_file(run_dir + "/generator/ema.pt");
-    if (path_exists(run_dir + "/pool/manifest.json")) run_info["pool_manifest_sha256"] = sha256_file(run_dir + "/pool/manifest.json");
+    if (path_exists(run_dir + "/generator/ema.pt"))
+      run_info["generator_sha256"] = sha256_file(run_dir + "/generator/ema.pt");
+    if (path_exists(run_dir + "/pool/manifest.json"))
+      run_info["pool_manifest_sha256"] = sha256_file(run_dir + "/pool/manifest.json");
     run_info["seconds"] = std::chrono::duration<double>(Clock::now() - run_start).count();
     run_info["status"] = "complete";
     write_file_atomic(run_dir + "/run.json", run_info.dump(2) + "\n");
-    log::rank_info("mia: run " + std::to_string(j) + " complete on rank " + std::to_string(context.comm.rank()) + " in " +
-              std::to_string(static_cast<long long>(run_info["seconds"].get<double>())) + " s");
+    log::rank_info("mia: run " + std::to_string(j) + " complete on rank " +
+                   std::to_string(context.comm.rank()) + " in " +
+                   std::to_string(static_cast<long long>(run_info["seconds"].get<double>())) +
+                   " s");
   }
 
   auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
@@ -256,7 +265,9 @@ int run_mia(Context& context) {
     for (std::int64_t j = 0; j < runs; ++j)
       infos.push_back(Json::parse(read_file(out + "/run_" + std::to_string(j) + "/run.json")));
     Json targets = Json::object();
-    std::string csv = "target,attack,auc,auc_low,auc_high,balanced_accuracy,tpr_at_0.1%,tpr_at_1%,tpr_at_10%,members,non_members,mean_test_accuracy,aop\n";
+    std::string csv =
+        "target,attack,auc,auc_low,auc_high,balanced_accuracy,tpr_at_0.1%,tpr_at_1%,tpr_at_10%,"
+        "members,non_members,mean_test_accuracy,aop\n";
     auto score_file_path = out + "/scores.h5";
     PendingFile score_pending(score_file_path);
     auto score_file = io::h5::File::create(score_pending.temp_path());
@@ -272,7 +283,8 @@ int run_mia(Context& context) {
           break;
         }
         inputs.logits.push_back(io::h5::read_tensor(file, target.name, torch::kFloat32, 3));
-        inputs.population_logits.push_back(io::h5::read_tensor(file, target.name + "_population", torch::kFloat32, 3));
+        inputs.population_logits.push_back(
+            io::h5::read_tensor(file, target.name + "_population", torch::kFloat32, 3));
         accuracy_sum += infos[j].at(target.name).value("test_accuracy", 0.0);
       }
       if (!present) continue;
@@ -285,7 +297,8 @@ int run_mia(Context& context) {
       io::h5::create_group(score_file, target.name);
       for (const auto& [attack, scores] : privacy::attack_scores(inputs)) {
         const auto summary = privacy::roc(scores, keep);
-        const auto intervals = privacy::bootstrap_intervals(scores, keep, context.get<int>("bootstrap"), seed);
+        const auto intervals =
+            privacy::bootstrap_intervals(scores, keep, context.get<int>("bootstrap"), seed);
         const double aop = accuracy * std::pow(0.5 / std::max(summary.auc, 0.5), 2.0);
         attacks[attack] = Json{{"auc", summary.auc},
                                {"balanced_accuracy", summary.balanced_accuracy},
@@ -297,15 +310,17 @@ int run_mia(Context& context) {
                                {"aop", aop},
                                {"bootstrap_95", intervals},
                                {"roc", Json{{"fpr", summary.fpr}, {"tpr", summary.tpr}}}};
-        io::h5::write_tensor(score_file, target.name + "/" + attack, scores.to(torch::kFloat32).contiguous());
+        io::h5::write_tensor(score_file, target.name + "/" + attack,
+                             scores.to(torch::kFloat32).contiguous());
         char row[400];
-        std::snprintf(row, sizeof row, "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
-                      target.name.c_str(), attack.c_str(), summary.auc,
-                      intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[0].get<double>(),
-                      intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[1].get<double>(),
-                      summary.balanced_accuracy, summary.tpr_at_0_1, summary.tpr_at_1, summary.tpr_at_10,
-                      static_cast<long long>(summary.members), static_cast<long long>(summary.non_members),
-                      accuracy, aop);
+        std::snprintf(
+            row, sizeof row, "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
+            target.name.c_str(), attack.c_str(), summary.auc,
+            intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[0].get<double>(),
+            intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[1].get<double>(),
+            summary.balanced_accuracy, summary.tpr_at_0_1, summary.tpr_at_1, summary.tpr_at_10,
+            static_cast<long long>(summary.members), static_cast<long long>(summary.non_members),
+            accuracy, aop);
         csv += row;
       }
       targets[target.name] = Json{{"mean_test_accuracy", accuracy}, {"attacks", attacks}};
@@ -323,9 +338,13 @@ int run_mia(Context& context) {
                    {"replay", replay},
                    {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
                    {"query_augmentations", mirror ? "identity, mirror" : "identity"},
-                   {"rmia", Json{{"a", context.get<double>("rmia-a")}, {"gamma", 1.0},
-                                 {"population", std::to_string(population_size) + " val images (never trained on)"}}},
-                   {"variance_note", "per-example variances from M-1 shadows are underpowered at small M; the global-variance attacks are the headline"},
+                   {"rmia", Json{{"a", context.get<double>("rmia-a")},
+                                 {"gamma", 1.0},
+                                 {"population", std::to_string(population_size) +
+                                                    " val images (never trained on)"}}},
+                   {"variance_note",
+                    "per-example variances from M-1 shadows are underpowered at small M; the "
+                    "global-variance attacks are the headline"},
                    {"shipped", Json{{"teacher_test_accuracy", shipped("teacher.json")},
                                     {"student_test_accuracy", shipped("distill.json")}}},
                    {"targets", targets},
@@ -339,7 +358,8 @@ int run_mia(Context& context) {
       const auto& lira = item.value().at("attacks").at("lira_online_global");
       char line[240];
       std::snprintf(line, sizeof line,
-                    "mia: %-12s acc %.2f %%  LiRA online AUC %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f  (%lld OUT scores)",
+                    "mia: %-12s acc %.2f %%  LiRA online AUC %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f  "
+                    "(%lld OUT scores)",
                     item.key().c_str(), 100.0 * item.value().at("mean_test_accuracy").get<double>(),
                     lira.at("auc").get<double>(), lira.at("tpr_at_0.1%").get<double>(),
                     lira.at("tpr_at_1%").get<double>(),
@@ -354,8 +374,9 @@ int run_mia(Context& context) {
 }  // namespace
 
 Step mia_step() {
-  return Step{"mia", "membership inference (LiRA and baselines) against the teacher and the student recipe",
-              add_mia_options, run_mia};
+  return Step{
+      "mia", "membership inference (LiRA and baselines) against the teacher and the student recipe",
+      add_mia_options, run_mia};
 }
 
 }  // namespace kr::steps

@@ -7,6 +7,7 @@
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/mpi_runtime.hpp"
 #include "kr/config.hpp"
+#include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/sha256.hpp"
 
@@ -71,6 +72,39 @@ void RunRecord::finish(const std::string& status) {
 
 void RunRecord::write() {
   write_file_atomic(run_dir_ + "/run.json", record_.dump(2) + "\n");
+}
+
+namespace {
+std::string first_difference(const Json& old_settings, const Json& new_settings) {
+  for (const auto& item : new_settings.items()) {
+    if (!old_settings.contains(item.key()) || old_settings.at(item.key()) != item.value()) {
+      return item.key() + " was " +
+             (old_settings.contains(item.key()) ? old_settings.at(item.key()).dump() : "unset") +
+             ", now " + item.value().dump();
+    }
+  }
+  for (const auto& item : old_settings.items())
+    if (!new_settings.contains(item.key())) return item.key() + " was set, now unset";
+  return "settings differ";
+}
+}  // namespace
+
+void claim_settings(const std::string& directory, const Json& settings, const std::string& what) {
+  const std::string path = directory + "/settings.json";
+  if (!path_exists(path)) {
+    write_file_atomic(path, settings.dump(2) + "\n");
+    return;
+  }
+  Json old;
+  try {
+    old = Json::parse(read_file(path));
+  } catch (const std::exception& error) {
+    throw Error(path + ": unreadable (" + error.what() + "); remove the directory to start again");
+  }
+  if (old != settings)
+    throw UsageError(directory + " holds " + what + " made with different settings (" +
+                     first_difference(old, settings) +
+                     "); use another --out or remove the directory");
 }
 
 }  // namespace kr::steps

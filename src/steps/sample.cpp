@@ -2,10 +2,11 @@
 #include <torch/torch.h>
 
 #include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/core/log.hpp"
 #include "kr/gen/quality.hpp"
 #include "kr/gen/sampler.hpp"
-#include "kr/core/fs.hpp"
 #include "kr/io/h5.hpp"
 #include "kr/io/png.hpp"
 #include "kr/steps/root_only.hpp"
@@ -34,7 +35,8 @@ int run_sample(Context& context) {
     const std::string path = context.path_option("checkpoint", "generator");
     auto loaded = gen::load_generator(path);
     auto spec = loaded.spec;
-    if (context.get<std::int64_t>("steps") > 0) spec.sample_steps = context.get<std::int64_t>("steps");
+    if (context.get<std::int64_t>("steps") > 0)
+      spec.sample_steps = context.get<std::int64_t>("steps");
     if (context.get<double>("guidance") >= 0) spec.guidance = context.get<double>("guidance");
     if (context.get<double>("z-scale") > 0) spec.z_scale = context.get<double>("z-scale");
     auto sampler = gen::make_sampler(spec, loaded.model);
@@ -44,17 +46,13 @@ int run_sample(Context& context) {
       const auto batch = context.get<std::int64_t>("sample-batch");
       std::vector<at::Tensor> images;
       std::vector<std::int64_t> labels;
-      std::size_t pos = 0;
-      while (pos < indices.size()) {
-        auto end = indices.find(',', pos);
-        if (end == std::string::npos) end = indices.size();
-        const std::int64_t index = std::stoll(indices.substr(pos, end - pos));
+      for (const std::int64_t index : parse_int_list(indices, "indices")) {
         if (index < 0) throw UsageError("--indices must be non-negative");
         // The whole sample batch holding `index`, as `kr generate` computes it.
         const std::int64_t first = index / batch * batch;
-        images.push_back(gen::sample_range(*sampler, first, batch, context.get<std::uint64_t>("seed"), batch)[index - first]);
+        images.push_back(gen::sample_range(
+            *sampler, first, batch, context.get<std::uint64_t>("seed"), batch)[index - first]);
         labels.push_back(gen::class_of_index(index, spec.classes));
-        pos = end + 1;
       }
       PendingFile pending(out);
       {

@@ -7,6 +7,7 @@
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/keyed_rng.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/data/split.hpp"
 #include "kr/io/dataset_file.hpp"
@@ -135,4 +136,12 @@ TEST(DatasetFile, TruncatedFileIsAnError) {
   } catch (const kr::Error& error) {
     EXPECT_NE(std::string(error.what()).find("cut.h5"), std::string::npos) << error.what();
   }
+}
+
+TEST(Strings, ListsSplitOnCommasAndSpacesAndIntegersAreChecked) {
+  EXPECT_EQ(kr::split_list("a,b, c,,d "), (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_TRUE(kr::split_list("").empty());
+  EXPECT_EQ(kr::parse_int_list("7,250, 999", "indices"), (std::vector<std::int64_t>{7, 250, 999}));
+  EXPECT_THROW(kr::parse_int_list("7,x", "indices"), kr::UsageError);
+  EXPECT_THROW(kr::parse_int_list("12abc", "indices"), kr::UsageError);
 }

@@ -25,4 +25,9 @@ class RunRecord {
   Json record_;
 };
 
+// Rank 0 only: the first run into `directory` writes settings.json; a later run
+// must bring the same settings, else a UsageError names the first difference.
+// `what` says what the directory holds ("a pool", "runs").
+void claim_settings(const std::string& directory, const Json& settings, const std::string& what);
+
 }  // namespace kr::steps
