@@ -3,12 +3,18 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 
 #include "kr/comm/communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
+#include "kr/gen/gan.hpp"
+#include "kr/gen/sampler.hpp"
+#include "kr/gen/unet.hpp"
+#include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
+#include "kr/steps/generator_update.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/train/data_parallel.hpp"
 
@@ -19,12 +25,21 @@ namespace {
 void add_bench_options(po::options_description& options) {
   // clang-format off
   options.add_options()
-      ("model", po::value<std::string>()->default_value("resnet20"), "network to time: resnet20")
+      ("model", po::value<std::string>()->default_value("resnet20"), "network to time: resnet20, gan or ddpm")
+      ("mode", po::value<std::string>()->default_value("train"), "train (one optimisation step) or sample (gan, ddpm)")
       ("batch-per-rank", po::value<std::int64_t>()->default_value(128), "images per rank per step (weak scaling)")
       ("image", po::value<std::string>()->default_value("1x28x28"), "input C x H x W")
       ("classes", po::value<std::int64_t>()->default_value(10), "output classes")
       ("width", po::value<std::int64_t>()->default_value(16), "resnet20 base width")
-      ("channels-last", po::value<bool>()->default_value(true), "NHWC memory format")
+      ("channels-last", po::value<bool>()->default_value(true), "resnet20: NHWC memory format")
+      ("g-width", po::value<std::int64_t>()->default_value(32), "gan: generator base width")
+      ("d-width", po::value<std::int64_t>()->default_value(32), "gan: discriminator base width")
+      ("latent", po::value<std::int64_t>()->default_value(64), "gan: latent size")
+      ("d-steps", po::value<std::int64_t>()->default_value(2), "gan: discriminator steps per generator step")
+      ("unet-width", po::value<std::int64_t>()->default_value(32), "ddpm: UNet base width c")
+      ("ddim-steps", po::value<std::int64_t>()->default_value(20), "ddpm sampling: DDIM steps")
+      ("guidance", po::value<double>()->default_value(2.0), "ddpm sampling: guidance scale (0: no guidance)")
+      ("guidance-batched", po::value<bool>()->default_value(true), "ddpm sampling: one forward over [cond; null] (else two)")
       ("warmup", po::value<int>()->default_value(3), "untimed steps")
       ("steps", po::value<int>()->default_value(20), "timed steps")
       ("json", po::value<std::string>()->default_value(""), "append the result as one JSON line to this file");
@@ -48,11 +63,32 @@ std::vector<std::int64_t> parse_image(const std::string& text) {
   return dims;
 }
 
-int run_bench(Context& context) {
-  if (context.get<std::string>("model") != "resnet20")
-    throw UsageError("--model: only resnet20 is benchmarked so far");
-  const auto dims = parse_image(context.get<std::string>("image"));
-  const auto batch = context.get<std::int64_t>("batch-per-rank");
+// Runs `warmup` untimed and `steps` timed calls of `work` on every rank; the
+// wall time of the timed ones (barrier to barrier).
+double time_steps(Context& context, const std::function<void()>& work) {
+  for (int i = 0; i < context.get<int>("warmup"); ++i) work();
+  context.comm.barrier();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < context.get<int>("steps"); ++i) work();
+  context.comm.barrier();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Forward FLOPs of one image through `forward` (Note [Counting FLOPs]).
+double forward_flops_per_image(const std::function<void(std::int64_t)>& forward) {
+  torch::NoGradGuard no_grad;
+  return static_cast<double>(nn::count_flops([&] { forward(1); }));
+}
+
+struct Timed {
+  std::string what;            // e.g. "resnet20 train", "ddpm sample DDIM-20 w=2 batched"
+  std::string layout;          // memory format
+  double images_per_step = 0;  // per rank
+  double flops_per_image = 0;  // per image processed (0: not counted)
+  double seconds = 0;
+};
+
+Timed bench_resnet(Context& context, const std::vector<std::int64_t>& dims, std::int64_t batch) {
   // See train_teacher.cpp: oneDNN's channels-last path needs widths divisible by 8.
   const bool channels_last =
       context.get<bool>("channels-last") && context.get<std::int64_t>("width") % 8 == 0;
@@ -66,42 +102,155 @@ int run_bench(Context& context) {
   auto images = torch::randn({batch, dims[0], dims[1], dims[2]});
   if (channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
   auto labels = torch::randint(shape.classes, {batch}, torch::kInt64);
-  auto step = [&] {
+  model->train();
+  Timed timed{"resnet20 train", channels_last ? "channels_last" : "nchw", double(batch),
+              3.0 * nn::resnet20_forward_flops(shape), 0};
+  timed.seconds = time_steps(context, [&] {
     optimizer.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
     loss.backward();
     parallel.synchronize_gradients();
     optimizer.step();
+  });
+  return timed;
+}
+
+gen::GeneratorSpec bench_spec(const Context& context, const std::vector<std::int64_t>& dims) {
+  gen::GeneratorSpec spec;
+  spec.model = context.get<std::string>("model");
+  spec.channels = dims[0];
+  spec.height = dims[1];
+  spec.width = dims[2];
+  spec.classes = context.get<std::int64_t>("classes");
+  spec.latent = context.get<std::int64_t>("latent");
+  spec.g_width = context.get<std::int64_t>("g-width");
+  spec.d_width = context.get<std::int64_t>("d-width");
+  spec.unet_width = context.get<std::int64_t>("unet-width");
+  spec.sample_steps = context.get<std::int64_t>("ddim-steps");
+  spec.guidance = context.get<double>("guidance");
+  spec.guidance_batched = context.get<bool>("guidance-batched");
+  return spec;
+}
+
+// Forward FLOPs per image of the sampling network and (GAN) the discriminator.
+std::pair<double, double> generator_forward_flops(const gen::GeneratorSpec& spec,
+                                                  GeneratorUpdate& update) {
+  const auto image = [&](std::int64_t b) {
+    return torch::zeros({b, spec.channels, spec.height, spec.width});
   };
-  model->train();
-  for (int i = 0; i < context.get<int>("warmup"); ++i) step();
-  context.comm.barrier();
-  const auto start = std::chrono::steady_clock::now();
+  const auto labels = [](std::int64_t b) { return torch::zeros({b}, torch::kInt64); };
+  if (spec.model == "gan") {
+    auto& g = static_cast<gen::GanGeneratorImpl&>(update.ema());
+    auto& d = static_cast<gen::GanDiscriminatorImpl&>(*update.discriminator());
+    return {forward_flops_per_image([&](std::int64_t b) {
+              g.forward(torch::zeros({b, spec.latent}), labels(b));
+            }),
+            forward_flops_per_image([&](std::int64_t b) { d.forward(image(b), labels(b)); })};
+  }
+  auto& unet = static_cast<gen::UNetImpl&>(update.ema());
+  return {forward_flops_per_image([&](std::int64_t b) {
+            unet.forward(image(b), torch::zeros({b}, torch::kInt64), labels(b));
+          }),
+          0.0};
+}
+
+Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, std::int64_t batch) {
+  const auto spec = bench_spec(context, dims);
+  GeneratorHyper hyper;
+  hyper.d_steps = context.get<std::int64_t>("d-steps");
+  hyper.seed = 1;
+  GeneratorUpdate update(context.comm, spec, hyper);
+  const auto [g_flops, d_flops] = generator_forward_flops(spec, update);
+  const std::string mode = context.get<std::string>("mode");
+  Timed timed;
+  timed.layout = "nchw";
+  timed.images_per_step = static_cast<double>(batch);
+  const auto rank = context.comm.rank();
+  std::vector<std::int64_t> indices(static_cast<std::size_t>(batch));
+  for (std::int64_t i = 0; i < batch; ++i) indices[static_cast<std::size_t>(i)] = rank * batch + i;
+  std::vector<std::int64_t> classes(indices.size());
+  for (std::size_t i = 0; i < indices.size(); ++i)
+    classes[i] = gen::class_of_index(indices[i], spec.classes);
+  const auto labels = torch::tensor(classes, torch::kInt64);
+  if (mode == "train") {
+    auto real = torch::rand({batch, spec.channels, spec.height, spec.width}) * 2.0 - 1.0;
+    std::uint64_t step = 0;
+    if (spec.model == "gan") {
+      // Per real image: d-steps x (G forward without gradient + D forward and backward on a
+      // real and a fake image), then G and D forward and backward (backward ~ 2 x forward).
+      const double d = static_cast<double>(hyper.d_steps);
+      timed.what = "gan train (d-steps " + std::to_string(hyper.d_steps) + ")";
+      timed.flops_per_image = d * (g_flops + 6.0 * d_flops) + 3.0 * (g_flops + d_flops);
+    } else {
+      timed.what = "ddpm train";
+      timed.flops_per_image = 3.0 * g_flops;
+    }
+    timed.seconds = time_steps(context, [&] { update.step(real, labels, indices, step++); });
+  } else if (mode == "sample") {
+    if (spec.model == "gan") {
+      timed.what = "gan sample";
+      timed.flops_per_image = g_flops;
+    } else {
+      const bool guided = spec.guidance != 0.0;
+      timed.what = "ddpm sample DDIM-" + std::to_string(spec.sample_steps) +
+                   (guided ? (spec.guidance_batched ? " guided, batched [cond; null]"
+                                                    : " guided, two forwards")
+                           : " unguided");
+      timed.flops_per_image =
+          static_cast<double>(spec.sample_steps) * (guided ? 2.0 : 1.0) * g_flops;
+    }
+    timed.seconds = time_steps(context, [&] { update.sampler().sample(indices, labels, 7); });
+  } else {
+    throw UsageError("--mode must be train or sample, got '" + mode + "'");
+  }
+  return timed;
+}
+
+int run_bench(Context& context) {
+  const auto model = context.get<std::string>("model");
+  const auto dims = parse_image(context.get<std::string>("image"));
+  const auto batch = context.get<std::int64_t>("batch-per-rank");
+  if (batch < 1) throw UsageError("--batch-per-rank must be at least 1");
+  Timed timed;
+  if (model == "resnet20") {
+    if (context.get<std::string>("mode") != "train")
+      throw UsageError("--mode: resnet20 is timed in training only");
+    timed = bench_resnet(context, dims, batch);
+  } else if (model == "gan" || model == "ddpm") {
+    timed = bench_generator(context, dims, batch);
+  } else {
+    throw UsageError("--model must be resnet20, gan or ddpm, got '" + model + "'");
+  }
   const int steps = context.get<int>("steps");
-  for (int i = 0; i < steps; ++i) step();
-  context.comm.barrier();
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double images_per_second =
-      static_cast<double>(batch) * context.comm.size() * steps / seconds;
-  const double gflops = images_per_second * 3.0 * nn::resnet20_forward_flops(shape) / 1e9;
+      timed.images_per_step * context.comm.size() * steps / timed.seconds;
+  const double gflops = images_per_second * timed.flops_per_image / 1e9;
   Json row{{"impl", "kr"},
-           {"model", "resnet20"},
+           {"model", model},
+           {"what", timed.what},
            {"ranks", context.comm.size()},
            {"threads_per_rank", context.threads.intra_op},
            {"batch_per_rank", batch},
            {"image", context.get<std::string>("image")},
-           {"layout", channels_last ? "channels_last" : "nchw"},
+           {"layout", timed.layout},
            {"images_per_second", images_per_second},
+           {"gflop_per_image", timed.flops_per_image / 1e9},
            {"gflops_per_second", gflops},
-           {"seconds_per_step", seconds / steps}};
-  char line[200];
-  std::snprintf(
-      line, sizeof line,
-      "bench: resnet20 %s %d rank(s) x %d thread(s), B=%lld/rank, %s: %.1f img/s, %.2f GFLOP/s",
-      context.get<std::string>("image").c_str(), context.comm.size(), context.threads.intra_op,
-      static_cast<long long>(batch), channels_last ? "channels-last" : "NCHW", images_per_second,
-      gflops);
+           {"seconds_per_step", timed.seconds / steps}};
+  if (model == "gan") {
+    row["g_width"] = context.get<std::int64_t>("g-width");
+    row["d_width"] = context.get<std::int64_t>("d-width");
+  } else if (model == "ddpm") {
+    row["unet_width"] = context.get<std::int64_t>("unet-width");
+  } else {
+    row["width"] = context.get<std::int64_t>("width");
+  }
+  char line[300];
+  std::snprintf(line, sizeof line,
+                "bench: %s %s %d rank(s) x %d thread(s), B=%lld/rank, %s: %.1f img/s, %.2f GFLOP/s",
+                timed.what.c_str(), context.get<std::string>("image").c_str(), context.comm.size(),
+                context.threads.intra_op, static_cast<long long>(batch), timed.layout.c_str(),
+                images_per_second, gflops);
   log::info(line);
   const auto json_path = context.get<std::string>("json");
   if (!json_path.empty() && context.comm.rank() == 0) {
@@ -114,7 +263,7 @@ int run_bench(Context& context) {
 }  // namespace
 
 Step bench_step() {
-  return Step{"bench", "time training steps of the reference networks (images/s, GFLOP/s)",
+  return Step{"bench", "time training or sampling steps of the networks (images/s, GFLOP/s)",
               add_bench_options, run_bench};
 }
 

@@ -2,6 +2,7 @@
 // split, data-parallel on the shared training loop.
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <optional>
 
 #include "kr/comm/communicator.hpp"
@@ -10,19 +11,17 @@
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
 #include "kr/data/augment.hpp"
-#include "kr/gen/gan.hpp"
 #include "kr/gen/quality.hpp"
 #include "kr/gen/sampler.hpp"
-#include "kr/gen/unet.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/png.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/steps/artifacts.hpp"
+#include "kr/steps/generator_update.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/steps/training_options.hpp"
-#include "kr/train/data_parallel.hpp"
 #include "kr/train/trainer.hpp"
 
 namespace kr::steps {
@@ -82,49 +81,30 @@ gen::GeneratorSpec spec_from(const Context& context, const data::DatasetInfo& in
   return spec;
 }
 
-void ema_update(torch::nn::Module& ema, torch::nn::Module& model, double decay) {
-  torch::NoGradGuard no_grad;
-  auto target = ema.parameters();
-  auto source = model.parameters();
-  for (std::size_t i = 0; i < target.size(); ++i) target[i].mul_(decay).add_(source[i], 1.0 - decay);
-  auto target_buffers = ema.buffers();
-  auto source_buffers = model.buffers();
-  for (std::size_t i = 0; i < target_buffers.size(); ++i) target_buffers[i].copy_(source_buffers[i]);
+GeneratorHyper hyper_from(const Context& context) {
+  GeneratorHyper hyper;
+  hyper.lr = context.get<double>("lr");
+  hyper.beta1 = context.get<double>("beta1");
+  hyper.beta2 = context.get<double>("beta2");
+  hyper.ema = context.get<double>("ema");
+  hyper.cfg_drop = context.get<double>("cfg-drop");
+  hyper.d_steps = context.get<std::int64_t>("d-steps");
+  hyper.bucket_mb = context.get<double>("bucket-mb");
+  hyper.seed = context.get<std::uint64_t>("seed");
+  return hyper;
 }
-
-void copy_module(torch::nn::Module& to, torch::nn::Module& from) { ema_update(to, from, 0.0); }
 
 class GeneratorTask final : public train::TrainTask {
  public:
   GeneratorTask(Context& context, data::Dataset& dataset, const gen::GeneratorSpec& spec,
                 std::optional<LoadedClassifier>& teacher, const std::string& run_dir)
-      : context_(context), dataset_(dataset), spec_(spec), teacher_(teacher), run_dir_(run_dir) {
-    seed_ = context.get<std::uint64_t>("seed");
-    torch::manual_seed(seed_);
-    model_ = gen::make_generator_model(spec);
-    ema_ = gen::make_generator_model(spec);
-    copy_module(*ema_, *model_);
-    for (auto& p : ema_->parameters()) p.set_requires_grad(false);
-    const double lr = context.get<double>("lr");
-    double beta1 = context.get<double>("beta1");
-    if (beta1 < 0) beta1 = spec.model == "gan" ? 0.5 : 0.9;
-    const auto adam = torch::optim::AdamOptions(lr).betas({beta1, context.get<double>("beta2")});
-    optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), adam);
-    parallel_ = std::make_unique<train::DataParallel>(context.comm, *model_,
-                                                      context.get<double>("bucket-mb"));
-    if (spec.model == "gan") {
-      discriminator_ = gen::GanDiscriminator(spec);
-      d_optimizer_ = std::make_unique<torch::optim::Adam>(discriminator_->parameters(), adam);
-      d_parallel_ = std::make_unique<train::DataParallel>(context.comm, *discriminator_,
-                                                          context.get<double>("bucket-mb"));
-      d_steps_ = context.get<std::int64_t>("d-steps");
-      if (d_steps_ < 1) throw UsageError("--d-steps must be at least 1");
-    } else {
-      alphas_bar_ = gen::alphas_cumprod(spec.schedule, spec.timesteps);
-    }
-    ema_decay_ = context.get<double>("ema");
-    cfg_drop_ = context.get<double>("cfg-drop");
-    sampler_ = gen::make_sampler(spec, ema_);
+      : context_(context),
+        dataset_(dataset),
+        spec_(spec),
+        teacher_(teacher),
+        run_dir_(run_dir),
+        seed_(context.get<std::uint64_t>("seed")),
+        update_(context.comm, spec, hyper_from(context)) {
     if (teacher_) {
       real_ = gen::real_feature_moments(context.comm, teacher_->view(), dataset.val, 500);
     }
@@ -134,62 +114,20 @@ class GeneratorTask final : public train::TrainTask {
 
   train::StepOutput train_step(const std::vector<std::int64_t>& local,
                                const train::StepInfo& info) override {
-    model_->train();
     auto real = data::assemble_batch(dataset_.train, local, data::Augment{}, seed_,
                                      static_cast<std::uint64_t>(info.epoch));
     auto labels = data::gather_labels(dataset_.train, local);
-    const auto step = static_cast<std::uint64_t>(info.global_step);
-    double loss_value = 0.0;
-    if (spec_.model == "gan") {
-      auto* generator = static_cast<gen::GanGeneratorImpl*>(model_.get());
-      discriminator_->train();
-      for (auto& p : discriminator_->parameters()) p.set_requires_grad(true);
-      double d_loss_sum = 0.0;
-      for (std::int64_t k = 0; k < d_steps_; ++k) {
-        at::Tensor fake;
-        {
-          torch::NoGradGuard no_grad;
-          auto z = gen::keyed_normal(local, spec_.latent, seed_, Purpose::gan_latent,
-                                     step * (d_steps_ + 1) + k);
-          fake = generator->forward(z, labels);
-        }
-        d_optimizer_->zero_grad();
-        auto d_loss = torch::relu(1.0 - discriminator_->forward(real, labels)).mean() +
-                      torch::relu(1.0 + discriminator_->forward(fake, labels)).mean();
-        d_loss.backward();
-        d_parallel_->synchronize_gradients();
-        d_optimizer_->step();
-        d_loss_sum += d_loss.item<double>();
-      }
-      for (auto& p : discriminator_->parameters()) p.set_requires_grad(false);
-      optimizer_->zero_grad();
-      auto z = gen::keyed_normal(local, spec_.latent, seed_, Purpose::gan_latent,
-                                 step * (d_steps_ + 1) + d_steps_);
-      auto g_loss = -discriminator_->forward(generator->forward(z, labels), labels).mean();
-      g_loss.backward();
-      parallel_->synchronize_gradients();
-      optimizer_->step();
-      loss_value = d_loss_sum / d_steps_;
-      g_loss_sum_ += g_loss.item<double>();
-    } else {
-      optimizer_->zero_grad();
-      auto loss = gen::ddpm_loss(*model_, alphas_bar_, real, labels, local, seed_, step, cfg_drop_,
-                                 spec_.classes);
-      loss.backward();
-      parallel_->synchronize_gradients();
-      optimizer_->step();
-      loss_value = loss.item<double>();
-    }
+    const auto losses =
+        update_.step(real, labels, local, static_cast<std::uint64_t>(info.global_step));
+    g_loss_sum_ += losses.g_loss;
     ++steps_since_eval_;
-    const double s = static_cast<double>(info.global_step);
-    ema_update(*ema_, *model_, std::min(ema_decay_, (1.0 + s) / (10.0 + s)));
-    return train::StepOutput{loss_value, static_cast<std::int64_t>(local.size())};
+    return train::StepOutput{losses.loss, static_cast<std::int64_t>(local.size())};
   }
 
   Json evaluate(std::int64_t epoch) override {
     Json metrics = Json::object();
-    auto g = torch::tensor({steps_since_eval_ ? g_loss_sum_ / steps_since_eval_ : 0.0},
-                           torch::kFloat64);
+    auto g =
+        torch::tensor({steps_since_eval_ ? g_loss_sum_ / steps_since_eval_ : 0.0}, torch::kFloat64);
     context_.comm.allreduce(g, comm::ReduceOp::avg);
     if (spec_.model == "gan") metrics["g_loss"] = g.item<double>();
     g_loss_sum_ = 0.0;
@@ -205,33 +143,25 @@ class GeneratorTask final : public train::TrainTask {
   }
 
   gen::QualityReport measure(std::int64_t samples) {
-    return gen::measure_quality(context_.comm, *sampler_, seed_ + 1, samples,
-                                context_.get<std::int64_t>("sample-batch"), teacher_->view(), real_);
+    return gen::measure_quality(context_.comm, update_.sampler(), seed_ + 1, samples,
+                                context_.get<std::int64_t>("sample-batch"), teacher_->view(),
+                                real_);
   }
 
   std::string selection_metric() const override { return teacher_ ? "neg_frechet" : "epoch_index"; }
 
-  train::CheckpointItems checkpoint_items() override {
-    train::CheckpointItems items;
-    items.modules = {{"model", model_.get()}, {"ema", ema_.get()}};
-    items.optimizers = {{"optimizer", optimizer_.get()}};
-    if (discriminator_) {
-      items.modules.push_back({"discriminator", discriminator_.ptr().get()});
-      items.optimizers.push_back({"d_optimizer", d_optimizer_.get()});
-    }
-    return items;
-  }
+  train::CheckpointItems checkpoint_items() override { return update_.checkpoint_items(); }
 
   void on_checkpoint(std::int64_t global_step) override {
     if (context_.comm.rank() != 0) return;
-    const auto grid = gen::class_grid(*sampler_, context_.get<std::int64_t>("grid-per-class"), kGridSeed);
+    const auto grid =
+        gen::class_grid(update_.sampler(), context_.get<std::int64_t>("grid-per-class"), kGridSeed);
     make_dirs(run_dir_ + "/samples");
     io::write_png(run_dir_ + "/samples/step_" + std::to_string(global_step) + ".png", grid);
     io::write_png(run_dir_ + "/samples/latest.png", grid);
   }
 
-  torch::nn::Module& ema() { return *ema_; }
-  gen::Sampler& sampler() { return *sampler_; }
+  GeneratorUpdate& update() { return update_; }
 
  private:
   Context& context_;
@@ -240,15 +170,7 @@ class GeneratorTask final : public train::TrainTask {
   std::optional<LoadedClassifier>& teacher_;
   std::string run_dir_;
   std::uint64_t seed_ = 0;
-  std::shared_ptr<torch::nn::Module> model_, ema_;
-  std::unique_ptr<torch::optim::Adam> optimizer_, d_optimizer_;
-  std::unique_ptr<train::DataParallel> parallel_, d_parallel_;
-  gen::GanDiscriminator discriminator_{nullptr};
-  std::int64_t d_steps_ = 1;
-  at::Tensor alphas_bar_;
-  double ema_decay_ = 0.999;
-  double cfg_drop_ = 0.1;
-  std::unique_ptr<gen::Sampler> sampler_;
+  GeneratorUpdate update_;
   gen::FeatureMoments real_;
   gen::QualityReport last_quality_;
   double g_loss_sum_ = 0.0;
@@ -284,8 +206,9 @@ int run_train_generator(Context& context) {
       "-" + dataset.info.source_sha256.substr(0, 8);
   train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
                                        run_identity(context, hash), context.config);
-  const std::int64_t g_params = nn::parameter_count(task.ema());
-  std::int64_t d_params = spec.model == "gan" ? nn::parameter_count(*gen::GanDiscriminator(spec)) : 0;
+  const std::int64_t g_params = nn::parameter_count(task.update().ema());
+  auto* discriminator = task.update().discriminator();
+  const std::int64_t d_params = discriminator ? nn::parameter_count(*discriminator) : 0;
   log::info("train-generator: " + spec.model + " (" + std::to_string(g_params) +
             " sampling parameters" +
             (spec.model == "gan" ? ", discriminator " + std::to_string(d_params) : std::string()) +
@@ -303,7 +226,7 @@ int run_train_generator(Context& context) {
   // last epoch without a teacher) are the generator.
   const auto best = checkpoints.find_best();
   if (!best) throw Error(run_dir + ": training finished without a best checkpoint");
-  nn::load_module(task.ema(), *best + "/ema.pt");
+  nn::load_module(task.update().ema(), *best + "/ema.pt");
   Json quality = nullptr;
   if (teacher) {
     std::int64_t samples = context.get<std::int64_t>("final-samples");
@@ -311,9 +234,10 @@ int run_train_generator(Context& context) {
     quality = task.measure(samples).to_json();
   }
   if (context.comm.rank() == 0) {
-    nn::save_module(task.ema(), run_dir + "/ema.pt");
+    nn::save_module(task.update().ema(), run_dir + "/ema.pt");
     io::write_png(run_dir + "/samples.png",
-                  gen::class_grid(task.sampler(), context.get<std::int64_t>("grid-per-class"), kGridSeed));
+                  gen::class_grid(task.update().sampler(),
+                                  context.get<std::int64_t>("grid-per-class"), kGridSeed));
     Json results{{"step", "train-generator"},
                  {"model", spec.model},
                  {"spec", spec.to_json()},
@@ -332,7 +256,10 @@ int run_train_generator(Context& context) {
                  {"sample_grid", run_dir + "/samples.png"},
                  {"history", outcome.history}};
     make_dirs(results_dir);
-    write_file_atomic(results_dir + "/generator.json", results.dump(2) + "\n");
+    // results/generator.json for the default run directory; results/<name>.json for another.
+    const std::string name = std::filesystem::path(run_dir).filename().string();
+    write_file_atomic(results_dir + "/" + (name.empty() ? "generator" : name) + ".json",
+                      results.dump(2) + "\n");
   }
   if (teacher) {
     char line[200];

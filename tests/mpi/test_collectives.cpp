@@ -12,18 +12,12 @@
 #include "kr/train/data_parallel.hpp"
 #include "kr/train/evaluate.hpp"
 #include "kr/train/sampler.hpp"
+#include "world.hpp"
 #if KR_HAS_NCCL
 #include "kr/comm/nccl_communicator.hpp"
 #endif
 
-namespace {
-
-kr::comm::MpiCommunicator& world() {
-  static kr::comm::MpiCommunicator comm;
-  return comm;
-}
-
-}  // namespace
+using kr::test::world;
 
 TEST(Communicator, RunsOnTwoRanks) {
   ASSERT_EQ(world().size(), 2) << "run under mpiexec -n 2";

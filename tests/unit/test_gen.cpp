@@ -6,6 +6,7 @@
 
 #include "fixtures.hpp"
 #include "kr/core/error.hpp"
+#include "kr/gen/filter.hpp"
 #include "kr/gen/gan.hpp"
 #include "kr/gen/quality.hpp"
 #include "kr/gen/sampler.hpp"
@@ -100,7 +101,8 @@ TEST(Sampling, DdimAndGanWithTheSameSeedsGiveIdenticalImages) {
     EXPECT_TRUE(torch::equal(a, b)) << model;
     EXPECT_FALSE(torch::equal(a, c)) << model;
     // A window that starts on a sample-batch boundary reproduces the same images.
-    EXPECT_TRUE(torch::equal(kr::gen::sample_range(*sampler, 4, 8, 42, 4), a.narrow(0, 4, 8))) << model;
+    EXPECT_TRUE(torch::equal(kr::gen::sample_range(*sampler, 4, 8, 42, 4), a.narrow(0, 4, 8)))
+        << model;
     EXPECT_THROW(kr::gen::sample_range(*sampler, 2, 4, 42, 4), kr::Error);
   }
 }
@@ -109,7 +111,8 @@ TEST(Sampling, KeyedNoiseDependsOnTheIndexOnly) {
   auto a = kr::gen::keyed_normal({5, 9}, 16, 1, kr::Purpose::gan_latent, 0);
   auto b = kr::gen::keyed_normal({9}, 16, 1, kr::Purpose::gan_latent, 0);
   EXPECT_TRUE(torch::equal(a[1], b[0]));
-  EXPECT_NEAR(kr::gen::keyed_normal({0}, 20000, 2, kr::Purpose::ddim_noise, 0).std().item<double>(), 1.0, 0.03);
+  EXPECT_NEAR(kr::gen::keyed_normal({0}, 20000, 2, kr::Purpose::ddim_noise, 0).std().item<double>(),
+              1.0, 0.03);
 }
 
 TEST(Gan, GeneratorIsBatchIndependentAndDiscriminatorScoresEachImage) {
@@ -193,4 +196,22 @@ TEST(Quality, MomentsFromBatchesEqualTheWholeSet) {
   moments.add(features.narrow(0, 30, 70));
   EXPECT_TRUE(torch::allclose(moments.mean(), features.mean(0)));
   EXPECT_TRUE(torch::allclose(moments.covariance(), torch::cov(features.t())));
+}
+
+TEST(ConfidenceFilter, AcceptsTheTeachersConfidentAgreementsOnly) {
+  kr::io::Shard candidates;
+  candidates.images = torch::arange(4, torch::kUInt8).view({4, 1, 1, 1});
+  candidates.labels = torch::tensor({0, 1, 2, 1}, torch::kInt64);
+  // Row 0: argmax 0 with p ~ 0.84 (kept); row 1: argmax 0 != 1 (dropped);
+  // row 2: argmax 2 with p = 1/3 (dropped at tau 0.5); row 3: argmax 1, p ~ 0.84 (kept).
+  candidates.teacher_logits = torch::tensor(
+      {{2.0f, 0.0f, 0.0f}, {2.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f}, {0.0f, 2.0f, 0.0f}});
+  auto kept = kr::gen::accept_confident(candidates, 100, 0.5);
+  EXPECT_TRUE(kept.source_index.equal(torch::tensor({100, 103}, torch::kInt64)));
+  EXPECT_TRUE(kept.labels.equal(torch::tensor({0, 1}, torch::kInt64)));
+  EXPECT_TRUE(kept.images.view(-1).equal(torch::tensor({0, 3}, torch::kUInt8)));
+  EXPECT_EQ(kr::gen::accept_confident(candidates, 0, 0.9).labels.size(0), 0);
+  EXPECT_EQ(kr::gen::candidates_of_class(0, 10, 3, 10), 1);
+  EXPECT_EQ(kr::gen::candidates_of_class(5, 20, 3, 10), 2);  // 13, 23
+  EXPECT_EQ(kr::gen::candidates_of_class(4, 2, 3, 10), 0);
 }

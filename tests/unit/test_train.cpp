@@ -9,6 +9,7 @@
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/train/checkpoint.hpp"
@@ -24,6 +25,27 @@ TEST(ResNet20, ParameterCountMatchesArchitecturesDoc) {
   auto logits = model->forward(torch::randn({2, 1, 28, 28}));
   EXPECT_EQ(logits.sizes(), (std::vector<std::int64_t>{2, 10}));
   EXPECT_EQ(model->features(torch::randn({2, 1, 28, 28})).size(1), 64);
+}
+
+// Note [Counting FLOPs]: the profiler's count agrees with the analytic one; the
+// difference is the residual additions, which the analytic count leaves out.
+TEST(ResNet20, ProfilerFlopCountMatchesTheAnalyticCount) {
+  const kr::nn::ResNetShape shape{1, 10, 16, 28, 28};
+  kr::nn::ResNet20 model(shape);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const double counted = static_cast<double>(kr::nn::count_flops([&] {
+    model->forward(torch::zeros({1, 1, 28, 28}));
+  }));
+  const double analytic = kr::nn::resnet20_forward_flops(shape);
+  EXPECT_GT(counted, analytic);
+  EXPECT_LT(counted, 1.02 * analytic);
+  // Twice the batch, twice the work; nothing counted outside the profiled call.
+  const double two = static_cast<double>(kr::nn::count_flops([&] {
+    model->forward(torch::zeros({2, 1, 28, 28}));
+  }));
+  EXPECT_NEAR(two, 2.0 * counted, 1.0);
+  EXPECT_EQ(kr::nn::count_flops([] {}), 0u);
 }
 
 TEST(ResNet20, ChannelsLastGivesTheSameOutput) {
