@@ -25,6 +25,7 @@ std::string shard_content_sha256(const Shard& shard) {
   update(shard.images);
   update(shard.labels);
   update(shard.teacher_logits);
+  update(shard.source_index);
   return hash.hex_digest();
 }
 
@@ -34,20 +35,29 @@ void write_shard(const std::string& path, const Shard& shard, const ShardInfo& i
   {
     auto file = h5::File::create(pending.temp_path());
     const auto n = shard.images.size(0);
-    const auto image_bytes = shard.images[0].numel();
+    const auto image_bytes = std::max<std::int64_t>(
+        1, shard.images.size(1) * shard.images.size(2) * shard.images.size(3));
     // About 512 KiB of images per chunk.
-    const hsize_t rows = static_cast<hsize_t>(std::max<std::int64_t>(1, (512 * 1024) / image_bytes));
-    h5::WriteOptions images_options{{rows, static_cast<hsize_t>(shard.images.size(1)),
-                                     static_cast<hsize_t>(shard.images.size(2)),
-                                     static_cast<hsize_t>(shard.images.size(3))},
-                                    4,
-                                    true};
+    const hsize_t rows =
+        static_cast<hsize_t>(std::max<std::int64_t>(1, (512 * 1024) / image_bytes));
+    h5::WriteOptions images_options{
+        {rows, static_cast<hsize_t>(shard.images.size(1)),
+         static_cast<hsize_t>(shard.images.size(2)), static_cast<hsize_t>(shard.images.size(3))},
+        4,
+        true};
     h5::write_tensor(file, "images", shard.images.contiguous(), images_options);
-    h5::write_tensor(file, "labels", shard.labels.contiguous(),
-                     h5::WriteOptions{{static_cast<hsize_t>(std::max<std::int64_t>(1, n))}, 4, true});
+    h5::write_tensor(
+        file, "labels", shard.labels.contiguous(),
+        h5::WriteOptions{{static_cast<hsize_t>(std::max<std::int64_t>(1, n))}, 4, true});
     if (shard.teacher_logits.defined()) {
-      h5::write_tensor(file, "teacher_logits", shard.teacher_logits.contiguous(),
-                       h5::WriteOptions{{rows, static_cast<hsize_t>(shard.teacher_logits.size(1))}, 4, true});
+      h5::write_tensor(
+          file, "teacher_logits", shard.teacher_logits.contiguous(),
+          h5::WriteOptions{{rows, static_cast<hsize_t>(shard.teacher_logits.size(1))}, 4, true});
+    }
+    if (shard.source_index.defined()) {
+      h5::write_tensor(
+          file, "source_index", shard.source_index.contiguous(),
+          h5::WriteOptions{{static_cast<hsize_t>(std::max<std::int64_t>(1, n))}, 4, true});
     }
     h5::set_attr(file, "/", "schema_version", kShardSchemaVersion);
     h5::set_attr(file, "/", "first_index", info.first);
@@ -74,7 +84,8 @@ Shard read_shard(const std::string& path, std::int64_t first, std::int64_t count
   const auto stored_first = h5::get_int_attr(file, "/", "first_index");
   const auto stored_count = h5::get_int_attr(file, "/", "count");
   if (first >= 0 && stored_first != first)
-    fail("holds indices from " + std::to_string(stored_first) + ", expected " + std::to_string(first));
+    fail("holds indices from " + std::to_string(stored_first) + ", expected " +
+         std::to_string(first));
   if (count >= 0 && stored_count != count)
     fail("holds " + std::to_string(stored_count) + " samples, expected " + std::to_string(count));
   if (!settings_hash.empty() && h5::get_string_attr(file, "/", "settings_hash") != settings_hash)
@@ -84,8 +95,11 @@ Shard read_shard(const std::string& path, std::int64_t first, std::int64_t count
   shard.labels = h5::read_tensor(file, "labels", torch::kInt64, 1);
   if (h5::exists(file, "teacher_logits"))
     shard.teacher_logits = h5::read_tensor(file, "teacher_logits", torch::kFloat32, 2);
+  if (h5::exists(file, "source_index"))
+    shard.source_index = h5::read_tensor(file, "source_index", torch::kInt64, 1);
   if (shard.images.size(0) != stored_count || shard.labels.size(0) != stored_count ||
-      (shard.teacher_logits.defined() && shard.teacher_logits.size(0) != stored_count))
+      (shard.teacher_logits.defined() && shard.teacher_logits.size(0) != stored_count) ||
+      (shard.source_index.defined() && shard.source_index.size(0) != stored_count))
     fail("dataset lengths do not match its count " + std::to_string(stored_count));
   if (shard_content_sha256(shard) != h5::get_string_attr(file, "/", "content_sha256"))
     fail("content does not match its stored sha256 (corrupt)");
@@ -104,7 +118,7 @@ std::string check_shard(const std::string& path, std::int64_t first, std::int64_
 
 void write_pool_index(const std::string& directory, const std::vector<PoolEntry>& entries,
                       std::int64_t total, const std::vector<std::int64_t>& image_shape,
-                      std::int64_t classes, bool logits) {
+                      std::int64_t classes, bool logits, bool source_index) {
   PendingFile pending(directory + "/index.h5");
   {
     auto file = h5::File::create(pending.temp_path());
@@ -124,6 +138,9 @@ void write_pool_index(const std::string& directory, const std::vector<PoolEntry>
       h5::write_virtual(file, "teacher_logits", torch::kFloat32,
                         {static_cast<hsize_t>(total), static_cast<hsize_t>(classes)},
                         sources("teacher_logits"), 0);
+    if (source_index)
+      h5::write_virtual(file, "source_index", torch::kInt64, {static_cast<hsize_t>(total)},
+                        sources("source_index"), -1);
     h5::set_attr(file, "/", "schema_version", kShardSchemaVersion);
     h5::set_attr(file, "/", "count", total);
     h5::set_attr(file, "/", "note",
@@ -139,7 +156,8 @@ SyntheticPool SyntheticPool::open(const std::string& directory) {
   pool.directory_ = directory;
   const std::string manifest_path = directory + "/manifest.json";
   if (!path_exists(manifest_path))
-    throw Error(directory + ": not a complete synthetic pool (no manifest.json; run `kr generate`)");
+    throw Error(directory +
+                ": not a complete synthetic pool (no manifest.json; run `kr generate`)");
   try {
     pool.manifest_ = Json::parse(read_file(manifest_path));
     pool.total_ = pool.manifest_.at("total");
@@ -171,7 +189,8 @@ SyntheticPool SyntheticPool::open(const std::string& directory) {
   return pool;
 }
 
-data::ImageSet SyntheticPool::read(std::int64_t begin, std::int64_t count, at::Tensor* logits) const {
+data::ImageSet SyntheticPool::read(std::int64_t begin, std::int64_t count,
+                                   at::Tensor* logits) const {
   if (begin < 0 || count < 0 || begin + count > total_)
     throw Error(directory_ + ": rows [" + std::to_string(begin) + ", " +
                 std::to_string(begin + count) + ") outside the pool of " + std::to_string(total_));

@@ -76,6 +76,17 @@ expect_exit 2 "$KR" "${gen[@]}" --out "$WORK/p2" --block 200 --seed 9
 expect_output "different settings"
 pass "rerun with other settings refused"
 
+# Confidence filter (Note [Confidence filter]; its pool logic is tested under MPI in
+# test_generator.cpp). This 1-epoch generator makes no sample the teacher accepts for some
+# class: a clear error naming it, and no manifest or index that would look like a pool.
+expect_exit 1 "${MPIRUN[@]}" -n 2 "$KR" generate --workdir "$WORK/w" --count 300 --sample-batch 100 \
+  --block 200 --filter-tau 0.25 --out "$WORK/f1"
+expect_output "candidates accepted; lower --filter-tau"
+[[ ! -e "$WORK/f1/manifest.json" && ! -e "$WORK/f1/index.h5" ]] || fail "failed filter left a pool behind"
+expect_exit 2 "$KR" generate --workdir "$WORK/w" --count 305 --filter-tau 0.25 --out "$WORK/f2"
+expect_output "class-balanced"
+pass "filter: unreachable class and unbalanced count refused clearly"
+
 # Distillation on the pool: parts are disjoint across epochs; an exhausted pool is refused.
 dist=(distill --workdir "$WORK/w" --pool "$WORK/p2" --epoch-size 600 --batch 50 --width 8 --progress-every 0)
 "${MPIRUN[@]}" -n 2 "$KR" "${dist[@]}" --epochs 2 > /dev/null

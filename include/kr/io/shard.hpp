@@ -28,6 +28,7 @@ struct Shard {
   at::Tensor images;          // uint8 (n, C, H, W)
   at::Tensor labels;          // int64 (n): conditioning classes
   at::Tensor teacher_logits;  // float32 (n, K), or undefined
+  at::Tensor source_index;    // int64 (n): filtered pools, the candidate index of each row
 };
 
 struct ShardInfo {
@@ -36,13 +37,13 @@ struct ShardInfo {
   std::string settings_hash;  // the pool's settings (Note [Synthetic pool])
   std::string generator_sha256;
   std::uint64_t seed = 0;
-  int rank = 0;   // who wrote it: not part of the data
+  int rank = 0;  // who wrote it: not part of the data
   int world = 1;
 };
 
 std::string shard_file_name(std::int64_t first, std::int64_t count);
 
-// sha256 over the data (images, labels and logits bytes, in that order).
+// sha256 over the data (images, labels, logits and source index bytes, in that order).
 std::string shard_content_sha256(const Shard& shard);
 
 // Writes through a temporary name and rename; stores the content sha256.
@@ -66,10 +67,11 @@ struct PoolEntry {
   std::string sha256;
 };
 
-// Writes index.h5 (virtual /images, /labels with fill -1, /teacher_logits) in `directory`.
+// Writes index.h5 (virtual /images, /labels with fill -1, /teacher_logits,
+// /source_index with fill -1) in `directory`.
 void write_pool_index(const std::string& directory, const std::vector<PoolEntry>& entries,
                       std::int64_t total, const std::vector<std::int64_t>& image_shape,
-                      std::int64_t classes, bool logits);
+                      std::int64_t classes, bool logits, bool source_index = false);
 
 // A verified pool, read by ranges (whole shards, in memory).
 class SyntheticPool {

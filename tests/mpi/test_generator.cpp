@@ -1,0 +1,169 @@
+// Generator training under data parallelism: 2 ranks at half the batch follow
+// 1 rank at the full batch (Note [Global batches]), for the GAN and the DDPM.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "kr/comm/self_communicator.hpp"
+#include "kr/core/error.hpp"
+#include "kr/gen/filter.hpp"
+#include "kr/gen/sampler.hpp"
+#include "kr/steps/generator_update.hpp"
+#include "kr/train/sampler.hpp"
+#include "world.hpp"
+
+namespace {
+
+kr::gen::GeneratorSpec small_spec(const std::string& model) {
+  kr::gen::GeneratorSpec spec;
+  spec.model = model;
+  spec.channels = 1;
+  spec.classes = 4;
+  spec.height = 8;
+  spec.width = 8;
+  spec.latent = 8;
+  // Width 16, not 8: with one channel per GroupNorm group a conv bias before the
+  // norm has a gradient of exactly zero in theory, and Adam turns its rounding
+  // noise into full-size steps of either sign.
+  spec.g_width = 16;
+  spec.d_width = 16;
+  spec.unet_width = 16;
+  return spec;
+}
+
+// Parameters of the model, the EMA and (GAN) the discriminator after 4 steps.
+at::Tensor train(kr::comm::Communicator& communicator, const std::string& model, int rank,
+                 int size) {
+  torch::manual_seed(5);
+  auto images = torch::rand({64, 1, 8, 8}) * 2.0 - 1.0;
+  auto labels = torch::randint(4, {64}, torch::kInt64);
+  const auto spec = small_spec(model);
+  kr::steps::GeneratorHyper hyper;
+  hyper.lr = 1e-3;
+  hyper.seed = 11;
+  hyper.cfg_drop = 0.5;  // drops the label for some images on one rank and not the other
+  hyper.bucket_mb = 0.001;
+  kr::steps::GeneratorUpdate update(communicator, spec, hyper);
+  kr::train::DistributedSampler sampler(64, 16, rank, size, 3);
+  for (std::int64_t step = 0; step < 4; ++step) {
+    const auto local = sampler.local_indices(0, step);
+    auto index = torch::tensor(local, torch::kInt64);
+    update.step(images.index_select(0, index), labels.index_select(0, index), local,
+                static_cast<std::uint64_t>(step));
+  }
+  std::vector<at::Tensor> parts{torch::nn::utils::parameters_to_vector(update.model().parameters()),
+                                torch::nn::utils::parameters_to_vector(update.ema().parameters())};
+  if (update.discriminator())
+    parts.push_back(torch::nn::utils::parameters_to_vector(update.discriminator()->parameters()));
+  return torch::cat(parts);
+}
+
+void expect_two_ranks_follow_one(const std::string& model) {
+  auto& comm = kr::test::world();
+  auto distributed = train(comm, model, comm.rank(), comm.size());
+  kr::comm::SelfCommunicator self;
+  auto single = train(self, model, 0, 1);
+  const double relative =
+      (distributed - single).abs().max().item<double>() / single.abs().max().item<double>();
+  EXPECT_LT(relative, 1e-4) << model;
+  auto other = distributed.clone();
+  comm.broadcast(other, 0);
+  EXPECT_TRUE(other.equal(distributed)) << model << ": ranks hold different parameters";
+  // The run moved the parameters: a no-op update would also "match".
+  torch::manual_seed(11);
+  auto fresh = kr::gen::make_generator_model(small_spec(model));
+  auto start = torch::nn::utils::parameters_to_vector(fresh->parameters());
+  EXPECT_GT((single.narrow(0, 0, start.numel()) - start).abs().max().item<double>(), 1e-4);
+}
+
+}  // namespace
+
+TEST(GeneratorUpdate, GanTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
+  expect_two_ranks_follow_one("gan");
+}
+
+TEST(GeneratorUpdate, DdpmTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
+  expect_two_ranks_follow_one("ddpm");
+}
+
+// Note [Confidence filter]: which candidates fill the pool does not depend on the
+// rank count, and they are the first `quota` accepted of each class in candidate order.
+namespace {
+
+constexpr std::int64_t kClasses = 5;
+
+bool accepted_candidate(std::int64_t i) {
+  const auto c = i % kClasses;
+  return static_cast<std::int64_t>((static_cast<std::uint64_t>(i) * 2654435761u) % 100) <
+         15 + 10 * c;
+}
+
+// Candidate block b of 40: the accepted rows, a pure function of b (as a file would be).
+kr::io::Shard fake_block(std::int64_t b) {
+  std::vector<std::int64_t> kept;
+  for (std::int64_t i = b * 40; i < b * 40 + 40; ++i)
+    if (accepted_candidate(i)) kept.push_back(i);
+  kr::io::Shard rows;
+  auto index = torch::tensor(kept, torch::kInt64);
+  rows.source_index = index;
+  rows.labels = index.remainder(kClasses);
+  rows.images =
+      index.remainder(251).to(torch::kUInt8).view({-1, 1, 1, 1}).expand({-1, 1, 2, 2}).contiguous();
+  rows.teacher_logits = torch::nn::functional::one_hot(rows.labels, kClasses).to(torch::kFloat32);
+  return rows;
+}
+
+}  // namespace
+
+TEST(ConfidenceFilter, PoolIsTheSameForAnyRankCountAndTakesCandidatesInOrder) {
+  const std::int64_t quota = 60;
+  kr::gen::CandidateSet distributed(40, kClasses, fake_block);
+  distributed.fill(kr::test::world(), quota, 3, fake_block);
+  kr::comm::SelfCommunicator self;
+  kr::gen::CandidateSet single(40, kClasses, fake_block);
+  single.fill(self, quota, 3, fake_block);
+  auto a = distributed.gather(0, quota * kClasses);
+  auto b = single.gather(0, quota * kClasses);
+  EXPECT_TRUE(a.images.equal(b.images));
+  EXPECT_TRUE(a.source_index.equal(b.source_index));
+  EXPECT_TRUE(a.labels.equal(torch::arange(quota * kClasses).remainder(kClasses)));
+  // The expected pool, by scanning candidates in order.
+  std::vector<std::vector<std::int64_t>> first(kClasses);
+  for (std::int64_t i = 0;
+       std::any_of(first.begin(), first.end(),
+                   [&](auto& v) { return static_cast<std::int64_t>(v.size()) < quota; });
+       ++i) {
+    auto& list = first[static_cast<std::size_t>(i % kClasses)];
+    if (accepted_candidate(i) && static_cast<std::int64_t>(list.size()) < quota) list.push_back(i);
+  }
+  for (std::int64_t j = 0; j < quota * kClasses; ++j)
+    ASSERT_EQ(a.source_index[j].item<std::int64_t>(),
+              first[static_cast<std::size_t>(j % kClasses)][static_cast<std::size_t>(j / kClasses)])
+        << "row " << j;
+  // Class 0 accepts ~15 %, so more blocks than the first round were needed.
+  EXPECT_GT(distributed.blocks(), 3);
+  EXPECT_GE(distributed.accepted(0), quota);
+  // Pieces gathered separately equal the whole (pool shards are gathered block by block).
+  EXPECT_TRUE(distributed.gather(70, 50).source_index.equal(a.source_index.narrow(0, 70, 50)));
+}
+
+TEST(ConfidenceFilter, AClassThatAcceptsNothingIsAnError) {
+  auto none_of_class_2 = [](std::int64_t b) {
+    auto rows = fake_block(b);
+    auto keep = rows.labels.ne(2).nonzero().view(-1);
+    rows.images = rows.images.index_select(0, keep);
+    rows.labels = rows.labels.index_select(0, keep);
+    rows.teacher_logits = rows.teacher_logits.index_select(0, keep);
+    rows.source_index = rows.source_index.index_select(0, keep);
+    return rows;
+  };
+  kr::gen::CandidateSet set(40, kClasses, none_of_class_2);
+  try {
+    set.fill(kr::test::world(), 10, 2, none_of_class_2);
+    FAIL() << "no error";
+  } catch (const kr::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("class 2: none of"), std::string::npos)
+        << error.what();
+  }
+}
