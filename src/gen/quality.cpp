@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "kr/core/error.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/io/png.hpp"
@@ -125,27 +127,30 @@ QualityReport measure_quality(comm::Communicator& comm, Sampler& sampler, std::u
   return report;
 }
 
-at::Tensor class_grid(Sampler& sampler, std::int64_t per_class, std::uint64_t seed) {
+at::Tensor class_grid(comm::Communicator& comm, Sampler& sampler, std::int64_t per_class,
+                      std::uint64_t seed) {
+  torch::NoGradGuard no_grad;
   const std::int64_t classes = sampler.spec().classes;
   const std::int64_t count = classes * per_class;
-  std::vector<std::int64_t> indices;
-  std::vector<std::int64_t> labels;
-  for (std::int64_t c = 0; c < classes; ++c) {
-    for (std::int64_t j = 0; j < per_class; ++j) {
-      indices.push_back(j * classes + c);
-      labels.push_back(c);
-    }
-  }
-  auto images = torch::empty(
+  // Image k of the grid (row-major: class k / per_class, column k % per_class) is
+  // global index column * K + class. Chunks of the grid are dealt to ranks; each
+  // image depends on its index alone, so the grid does not depend on the rank count.
+  const auto ranks = static_cast<std::int64_t>(comm.size());
+  const std::int64_t chunk = std::clamp<std::int64_t>((count + ranks - 1) / ranks, 1, 100);
+  auto images = torch::zeros(
       {count, sampler.spec().channels, sampler.spec().height, sampler.spec().width}, torch::kUInt8);
-  const std::int64_t chunk = 100;
-  for (std::int64_t begin = 0; begin < count; begin += chunk) {
+  for (std::int64_t begin = comm.rank() * chunk; begin < count; begin += ranks * chunk) {
     const auto n = std::min(chunk, count - begin);
-    std::vector<std::int64_t> part(indices.begin() + begin, indices.begin() + begin + n);
-    std::vector<std::int64_t> part_labels(labels.begin() + begin, labels.begin() + begin + n);
+    std::vector<std::int64_t> indices;
+    std::vector<std::int64_t> labels;
+    for (std::int64_t k = begin; k < begin + n; ++k) {
+      indices.push_back((k % per_class) * classes + k / per_class);
+      labels.push_back(k / per_class);
+    }
     images.narrow(0, begin, n)
-        .copy_(to_uint8(sampler.sample(part, torch::tensor(part_labels, torch::kInt64), seed)));
+        .copy_(to_uint8(sampler.sample(indices, torch::tensor(labels, torch::kInt64), seed)));
   }
+  comm.allreduce(images, comm::ReduceOp::sum);  // every other rank holds zeros there
   return io::make_grid(images, per_class);
 }
 

@@ -1,6 +1,7 @@
 // `kr sample`: a per-class grid from a generator run or checkpoint, for a quick look.
 #include <torch/torch.h>
 
+#include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/strings.hpp"
@@ -67,7 +68,9 @@ int run_sample(Context& context) {
     }
     const auto per_class = context.get<std::int64_t>("per-class");
     if (per_class <= 0) throw UsageError("--per-class must be positive");
-    io::write_png(out, gen::class_grid(*sampler, per_class, context.get<std::uint64_t>("seed")));
+    comm::SelfCommunicator alone;  // rank 0 alone makes the whole grid
+    io::write_png(out,
+                  gen::class_grid(alone, *sampler, per_class, context.get<std::uint64_t>("seed")));
     log::info("sample: wrote " + out + " (" + std::to_string(spec.classes) + " rows x " +
               std::to_string(per_class) + ", " + spec.model + " from " + loaded.weights + ")");
   });

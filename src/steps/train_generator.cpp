@@ -153,9 +153,9 @@ class GeneratorTask final : public train::TrainTask {
   train::CheckpointItems checkpoint_items() override { return update_.checkpoint_items(); }
 
   void on_checkpoint(std::int64_t global_step) override {
+    const auto grid = gen::class_grid(context_.comm, update_.sampler(),
+                                      context_.get<std::int64_t>("grid-per-class"), kGridSeed);
     if (context_.comm.rank() != 0) return;
-    const auto grid =
-        gen::class_grid(update_.sampler(), context_.get<std::int64_t>("grid-per-class"), kGridSeed);
     make_dirs(run_dir_ + "/samples");
     io::write_png(run_dir_ + "/samples/step_" + std::to_string(global_step) + ".png", grid);
     io::write_png(run_dir_ + "/samples/latest.png", grid);
@@ -233,11 +233,11 @@ int run_train_generator(Context& context) {
     if (samples <= 0) samples = context.get<std::int64_t>("eval-samples");
     quality = task.measure(samples).to_json();
   }
+  const auto grid = gen::class_grid(context.comm, task.update().sampler(),
+                                    context.get<std::int64_t>("grid-per-class"), kGridSeed);
   if (context.comm.rank() == 0) {
     nn::save_module(task.update().ema(), run_dir + "/ema.pt");
-    io::write_png(run_dir + "/samples.png",
-                  gen::class_grid(task.update().sampler(),
-                                  context.get<std::int64_t>("grid-per-class"), kGridSeed));
+    io::write_png(run_dir + "/samples.png", grid);
     Json results{{"step", "train-generator"},
                  {"model", spec.model},
                  {"spec", spec.to_json()},

@@ -8,6 +8,7 @@
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/gen/filter.hpp"
+#include "kr/gen/quality.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/steps/generator_update.hpp"
 #include "kr/train/sampler.hpp"
@@ -85,6 +86,23 @@ TEST(GeneratorUpdate, GanTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
 
 TEST(GeneratorUpdate, DdpmTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
   expect_two_ranks_follow_one("ddpm");
+}
+
+TEST(ClassGrid, RanksShareTheWorkAndEveryRankGetsTheSameGridAsOneRank) {
+  auto& comm = kr::test::world();
+  torch::manual_seed(3);
+  auto spec = small_spec("gan");
+  spec.classes = 3;
+  auto model = kr::gen::make_generator_model(spec);
+  auto sampler = kr::gen::make_sampler(spec, model);
+  // 3 classes x 5 columns: 15 images, dealt to ranks in chunks of 8 and 7.
+  auto shared = kr::gen::class_grid(comm, *sampler, 5, 9);
+  kr::comm::SelfCommunicator self;
+  auto alone = kr::gen::class_grid(self, *sampler, 5, 9);
+  ASSERT_EQ(shared.sizes(), alone.sizes());
+  EXPECT_LE((shared.to(torch::kInt32) - alone.to(torch::kInt32)).abs().max().item<int>(), 1);
+  // Not blank: the generator's output fills the grid.
+  EXPECT_GT(alone.to(torch::kFloat32).std().item<double>(), 1.0);
 }
 
 // Note [Confidence filter]: which candidates fill the pool does not depend on the

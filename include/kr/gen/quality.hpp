@@ -55,8 +55,10 @@ QualityReport measure_quality(comm::Communicator& comm, Sampler& sampler, std::u
                               std::int64_t samples, std::int64_t sample_batch,
                               const ClassifierView& classifier, const FeatureMoments& real);
 
-// uint8 grid with one row per class and `per_class` columns; fixed indices
-// (column j of class c is global index j * K + c), so successive grids compare.
-at::Tensor class_grid(Sampler& sampler, std::int64_t per_class, std::uint64_t seed);
+// Collective. uint8 grid with one row per class and `per_class` columns; fixed
+// indices (column j of class c is global index j * K + c), so successive grids
+// compare. The images are sampled in parts over the ranks; every rank gets the grid.
+at::Tensor class_grid(comm::Communicator& comm, Sampler& sampler, std::int64_t per_class,
+                      std::uint64_t seed);
 
 }  // namespace kr::gen
