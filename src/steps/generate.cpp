@@ -346,6 +346,10 @@ int run_generate(Context& context) {
     }
     io::write_pool_index(out, entries, total, {spec.channels, spec.height, spec.width},
                          spec.classes, teacher.has_value(), filtered);
+    // Rank 0's checksums and index are I/O the other ranks wait for.
+    const double index_seconds =
+        std::chrono::duration<double>(Clock::now() - start).count() - total_seconds;
+    const double wall_seconds = total_seconds + index_seconds;
     const double images_per_second =
         sums[5].item<double>() / std::max(1e-9, slowest.item<double>());
     const double busy = sums[0].item<double>() + sums[1].item<double>() + sums[2].item<double>();
@@ -367,12 +371,17 @@ int run_generate(Context& context) {
         {"made", all_made},
         {"world_size", context.comm.size()},
         {"threads_per_rank", context.threads.intra_op},
-        {"seconds", total_seconds},
+        {"seconds", wall_seconds},
         {"generation_seconds", slowest.item<double>()},
         {"images_per_second", images_per_second},
         {"time_split", Json{{"sampling", busy > 0 ? sums[0].item<double>() / busy : 0.0},
                             {"teacher_labelling", busy > 0 ? sums[1].item<double>() / busy : 0.0},
-                            {"hdf5_io", busy > 0 ? sums[2].item<double>() / busy : 0.0}}}};
+                            {"hdf5_io", busy > 0 ? sums[2].item<double>() / busy : 0.0}}},
+        {"index_seconds", index_seconds},
+        // HDF5 I/O's share of the wall time: the ranks' mean shard I/O plus rank 0's
+        // checksums and index, over the wall time to the finished index.
+        {"hdf5_io_wall_share",
+         (sums[2].item<double>() / context.comm.size() + index_seconds) / wall_seconds}};
     Json manifest{{"schema_version", io::kShardSchemaVersion},
                   {"total", total},
                   {"classes", spec.classes},
