@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ccache git pkg-config python3
-          libtorch-dev libopenblas0-pthread
+          libtorch-dev libopenblas0-pthread libtcmalloc-minimal4
           openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev

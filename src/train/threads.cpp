@@ -25,11 +25,8 @@ int affinity_cpus() {
 }
 
 Json ThreadSettings::to_json() const {
-  return Json{{"intra_op", intra_op},
-              {"openblas", openblas},
-              {"source", source},
-              {"blas", blas},
-              {"onednn_isa", onednn_isa}};
+  return Json{{"intra_op", intra_op}, {"openblas", openblas},     {"source", source},
+              {"blas", blas},         {"onednn_isa", onednn_isa}, {"allocator", allocator}};
 }
 
 ThreadSettings configure_threads(int requested, int local_ranks) {
@@ -63,6 +60,8 @@ ThreadSettings configure_threads(int requested, int local_ranks) {
   } else {
     settings.blas = "not OpenBLAS";
   }
+  // Note [Allocator] (src/CMakeLists.txt): tcmalloc exports tc_malloc.
+  settings.allocator = dlsym(RTLD_DEFAULT, "tc_malloc") ? "tcmalloc" : "glibc malloc";
   using GetIsa = int (*)();
   if (auto get_isa = reinterpret_cast<GetIsa>(dlsym(RTLD_DEFAULT, "dnnl_get_effective_cpu_isa"))) {
     settings.onednn_isa = get_isa();

@@ -9,10 +9,11 @@ namespace kr::train {
 
 struct ThreadSettings {
   int intra_op = 1;
-  int openblas = 0;     // as reported by OpenBLAS after setting; 0 when OpenBLAS is absent
-  std::string source;   // "--threads", "SLURM_CPUS_PER_TASK", "affinity"
-  std::string blas;     // OpenBLAS config string, or "not OpenBLAS"
-  int onednn_isa = -1;  // dnnl_get_effective_cpu_isa(), -1 when unknown
+  int openblas = 0;       // as reported by OpenBLAS after setting; 0 when OpenBLAS is absent
+  std::string source;     // "--threads", "SLURM_CPUS_PER_TASK", "affinity"
+  std::string blas;       // OpenBLAS config string, or "not OpenBLAS"
+  std::string allocator;  // "tcmalloc" or "glibc malloc"
+  int onednn_isa = -1;    // dnnl_get_effective_cpu_isa(), -1 when unknown
   Json to_json() const;
 };
 
