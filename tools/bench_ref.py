@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Reference timing of the same resnet20 training step in Python PyTorch eager.
+"""Reference timing of kr's training steps in Python PyTorch eager.
 
-Written for kr's benchmark (not a copy of any other code): the network follows
-shared/docs/ARCHITECTURES.md like kr's C++ one. Prints one JSON line.
+--model resnet20: the teacher's step (SGD, cross-entropy). --model unet: the
+DDPM's step (Adam, epsilon-prediction MSE at random timesteps and labels).
+Written for kr's benchmark (not a copy of any other code): the networks follow
+shared/docs/ARCHITECTURES.md like kr's C++ ones. Prints one JSON line.
 """
 import argparse
 import json
@@ -17,12 +19,18 @@ def main():
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
+    parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
     args = parser.parse_args()
+    if args.width == 0:
+        args.width = 16 if args.model == "resnet20" else 32
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    import math
+
     import torch
     from torch import nn
+    from torch.nn import functional as F
 
     torch.set_num_threads(args.threads)
 
@@ -60,18 +68,100 @@ def main():
             y = torch.relu(self.stem_bn(self.stem(x)))
             return self.head(self.stages(y).mean((2, 3)))
 
-    model = ResNet20(w=args.width)
+    def group_norm(channels):
+        return nn.GroupNorm(8, channels)
+
+    class Residual(nn.Module):
+        def __init__(self, cin, cout, embedding):
+            super().__init__()
+            self.norm1, self.conv1 = group_norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.project = nn.Linear(embedding, cout)
+            self.norm2, self.conv2 = group_norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+        def forward(self, x, embedding):
+            h = self.conv1(F.silu(self.norm1(x))) + self.project(embedding)[:, :, None, None]
+            h = self.conv2(F.silu(self.norm2(h)))
+            return h + (self.skip(x) if self.skip is not None else x)
+
+    class Attention(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.norm, self.qkv, self.out = group_norm(channels), nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).unbind(1)
+            weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) / math.sqrt(c), -1)
+            return x + self.out(torch.bmm(v, weights.transpose(1, 2)).view(b, c, h, w))
+
+    class UNet(nn.Module):
+        def __init__(self, c, channels=1, classes=10):
+            super().__init__()
+            e, widths = 4 * c, [c, 2 * c, 2 * c]
+            self.c = c
+            self.time1, self.time2 = nn.Linear(c, e), nn.Linear(e, e)
+            self.class_embed = nn.Embedding(classes + 1, e)
+            self.conv_in = nn.Conv2d(channels, c, 3, padding=1)
+            self.encoder, self.downs, current = nn.ModuleList(), nn.ModuleList(), c
+            for level, width in enumerate(widths):
+                self.encoder.append(Residual(current, width, e))
+                current = width
+                if level + 1 < len(widths):
+                    self.downs.append(nn.Conv2d(current, current, 3, stride=2, padding=1))
+            self.mid1, self.attention, self.mid2 = Residual(current, current, e), Attention(current), Residual(current, current, e)
+            self.decoder, self.ups = nn.ModuleList(), nn.ModuleList()
+            for level in reversed(range(len(widths))):
+                self.decoder.append(Residual(current + widths[level], widths[level], e))
+                current = widths[level]
+                if level > 0:
+                    self.ups.append(nn.Conv2d(current, current, 3, padding=1))
+            self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, channels, 3, padding=1)
+
+        def forward(self, x, t, labels):
+            half = self.c // 2
+            frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * (-math.log(10000.0) / half))
+            angles = t.float()[:, None] * frequencies[None]
+            embedding = self.time2(F.silu(self.time1(torch.cat([angles.sin(), angles.cos()], 1)))) + self.class_embed(labels)
+            h, skips = self.conv_in(x), []
+            for level, block in enumerate(self.encoder):
+                h = block(h, embedding)
+                skips.append(h)
+                if level < len(self.downs):
+                    h = self.downs[level](h)
+            h = self.mid2(self.attention(self.mid1(h, embedding)), embedding)
+            for i, block in enumerate(self.decoder):
+                h = block(torch.cat([h, skips[len(skips) - 1 - i]], 1), embedding)
+                if i < len(self.ups):
+                    h = self.ups[i](F.interpolate(h, scale_factor=2, mode="nearest"))
+            return self.conv_out(F.silu(self.norm_out(h)))
+
     images = torch.randn(args.batch, 1, 28, 28)
     labels = torch.randint(0, 10, (args.batch,))
+    model = ResNet20(w=args.width) if args.model == "resnet20" else UNet(args.width)
     if args.layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    if args.model == "resnet20":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def loss():
+            return loss_fn(model(images), labels)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+        alphas_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+
+        def loss():
+            t = torch.randint(0, 1000, (args.batch,))
+            noise = torch.randn_like(images)
+            bar = alphas_bar[t].view(-1, 1, 1, 1)
+            noisy = bar.sqrt() * images + (1 - bar).sqrt() * noise
+            return F.mse_loss(model(noisy, t, torch.randint(0, 11, (args.batch,))), noise)
 
     def step():
         optimizer.zero_grad()
-        loss_fn(model(images), labels).backward()
+        loss().backward()
         optimizer.step()
 
     for _ in range(args.warmup):
@@ -80,7 +170,8 @@ def main():
     for _ in range(args.steps):
         step()
     seconds = time.perf_counter() - start
-    print(json.dumps({"impl": "pytorch", "model": "resnet20", "ranks": 1, "threads_per_rank": args.threads,
+    print(json.dumps({"impl": "pytorch", "model": args.model, "width": args.width,
+                      "parameters": sum(p.numel() for p in model.parameters()), "ranks": 1, "threads_per_rank": args.threads,
                       "batch_per_rank": args.batch, "layout": args.layout,
                       "images_per_second": args.batch * args.steps / seconds,
                       "torch": torch.__version__}))
