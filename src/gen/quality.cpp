@@ -95,10 +95,7 @@ QualityReport measure_quality(comm::Communicator& comm, Sampler& sampler, std::u
   auto asked = torch::zeros({classes}, torch::kInt64);
   for (std::int64_t b = comm.rank(); b < batches; b += comm.size()) {
     auto images = sample_range(sampler, b * sample_batch, sample_batch, seed, sample_batch);
-    std::vector<std::int64_t> labels(static_cast<std::size_t>(sample_batch));
-    for (std::int64_t i = 0; i < sample_batch; ++i)
-      labels[i] = class_of_index(b * sample_batch + i, classes);
-    auto wanted = torch::tensor(labels, torch::kInt64);
+    auto wanted = classes_of_range(b * sample_batch, sample_batch, classes);
     auto features = classifier.features(data::to_float(images));
     moments.add(features);
     auto argmax = classifier.head(features).argmax(1);

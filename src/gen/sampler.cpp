@@ -138,6 +138,13 @@ LoadedGenerator load_generator(const std::string& path) {
   return loaded;
 }
 
+at::Tensor classes_of_range(std::int64_t first, std::int64_t count, std::int64_t classes) {
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i)
+    labels[static_cast<std::size_t>(i)] = class_of_index(first + i, classes);
+  return torch::tensor(labels, torch::kInt64);
+}
+
 at::Tensor sample_range(Sampler& sampler, std::int64_t first, std::int64_t count,
                         std::uint64_t seed, std::int64_t sample_batch) {
   if (sample_batch <= 0 || first % sample_batch != 0)
@@ -147,12 +154,9 @@ at::Tensor sample_range(Sampler& sampler, std::int64_t first, std::int64_t count
   auto out = torch::empty({count, spec.channels, spec.height, spec.width}, torch::kUInt8);
   for (std::int64_t begin = 0; begin < count; begin += sample_batch) {
     std::vector<std::int64_t> indices(static_cast<std::size_t>(sample_batch));
-    std::vector<std::int64_t> labels(indices.size());
-    for (std::int64_t b = 0; b < sample_batch; ++b) {
-      indices[b] = first + begin + b;
-      labels[b] = class_of_index(indices[b], spec.classes);
-    }
-    auto images = to_uint8(sampler.sample(indices, torch::tensor(labels, torch::kInt64), seed));
+    for (std::int64_t b = 0; b < sample_batch; ++b) indices[b] = first + begin + b;
+    auto images = to_uint8(
+        sampler.sample(indices, classes_of_range(first + begin, sample_batch, spec.classes), seed));
     const auto used = std::min(sample_batch, count - begin);
     out.narrow(0, begin, used).copy_(images.narrow(0, 0, used));
   }

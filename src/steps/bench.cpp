@@ -168,10 +168,7 @@ Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, s
   const auto rank = context.comm.rank();
   std::vector<std::int64_t> indices(static_cast<std::size_t>(batch));
   for (std::int64_t i = 0; i < batch; ++i) indices[static_cast<std::size_t>(i)] = rank * batch + i;
-  std::vector<std::int64_t> classes(indices.size());
-  for (std::size_t i = 0; i < indices.size(); ++i)
-    classes[i] = gen::class_of_index(indices[i], spec.classes);
-  const auto labels = torch::tensor(classes, torch::kInt64);
+  const auto labels = gen::classes_of_range(rank * batch, batch, spec.classes);
   if (mode == "train") {
     auto real = torch::rand({batch, spec.channels, spec.height, spec.width}) * 2.0 - 1.0;
     std::uint64_t step = 0;

@@ -150,10 +150,7 @@ class StudentTask final : public ClassifierTask {
     }
     data::ImageSet set;
     set.images = ordered.narrow(0, first - begin, count).contiguous();
-    std::vector<std::int64_t> labels(static_cast<std::size_t>(count));
-    for (std::int64_t i = 0; i < count; ++i)
-      labels[i] = gen::class_of_index(first + i, spec.classes);
-    set.labels = torch::tensor(labels, torch::kInt64);
+    set.labels = gen::classes_of_range(first, count, spec.classes);
     return set;
   }
 

@@ -62,10 +62,7 @@ io::Shard sample_block(gen::Sampler& sampler, LoadedClassifier* teacher, std::in
   auto t0 = Clock::now();
   io::Shard shard;
   shard.images = gen::sample_range(sampler, first, n, seed, sample_batch);
-  std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i)
-    labels[static_cast<std::size_t>(i)] = gen::class_of_index(first + i, sampler.spec().classes);
-  shard.labels = torch::tensor(labels, torch::kInt64);
+  shard.labels = gen::classes_of_range(first, n, sampler.spec().classes);
   timers.sampling += seconds_since(t0);
   if (teacher) {
     auto t1 = Clock::now();

@@ -32,6 +32,9 @@ inline std::int64_t class_of_index(std::int64_t index, std::int64_t classes) {
   return index % classes;
 }
 
+// int64 (count) conditioning classes of global indices [first, first + count).
+at::Tensor classes_of_range(std::int64_t first, std::int64_t count, std::int64_t classes);
+
 // (B, n) float32 standard normals; row b from the stream (seed, purpose, step, indices[b]).
 at::Tensor keyed_normal(const std::vector<std::int64_t>& indices, std::int64_t n,
                         std::uint64_t seed, Purpose purpose, std::uint64_t step);
@@ -75,7 +78,6 @@ at::Tensor sample_range(Sampler& sampler, std::int64_t first, std::int64_t count
 // global index).
 at::Tensor ddpm_loss(torch::nn::Module& unet, const at::Tensor& alphas_bar, const at::Tensor& x0,
                      const at::Tensor& labels, const std::vector<std::int64_t>& indices,
-                     std::uint64_t seed, std::uint64_t step, double cfg_drop,
-                     std::int64_t classes);
+                     std::uint64_t seed, std::uint64_t step, double cfg_drop, std::int64_t classes);
 
 }  // namespace kr::gen
