@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "kr/comm/communicator.hpp"
+#include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
@@ -26,12 +27,6 @@
 namespace kr::steps {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 void add_distill_options(po::options_description& options) {
   // clang-format off
@@ -119,7 +114,7 @@ class StudentTask final : public ClassifierTask {
                           {"online", first + epoch_size_ > pool_.size()}});
     log::record(Json{
         {"event", "pool_part"}, {"epoch", epoch + 1}, {"first", first}, {"count", epoch_size_}});
-    data_seconds_ += since(start);
+    data_seconds_ += seconds_since(start);
   }
 
   // Samples [first, first + count) with the generator, sample batches dealt to ranks.
@@ -166,7 +161,7 @@ class StudentTask final : public ClassifierTask {
     auto images = data::assemble_batch(view, local, augmented ? augment() : data::Augment{}, seed_,
                                        static_cast<std::uint64_t>(info.epoch), &global);
     auto labels = data::gather_labels(view, local);
-    data_seconds_ += since(start);
+    data_seconds_ += seconds_since(start);
     const double eps = label_smoothing();
     at::Tensor targets;
     if (targets_ != "hard") {
@@ -178,7 +173,7 @@ class StudentTask final : public ClassifierTask {
         logits = stored_logits_.index_select(0, torch::tensor(local, torch::kInt64));
       }
       targets = train::soft_targets(logits, temperature_, eps);
-      teacher_seconds_ += since(start);
+      teacher_seconds_ += seconds_since(start);
     }
     auto student = forward(images);
     at::Tensor loss;
@@ -200,7 +195,7 @@ class StudentTask final : public ClassifierTask {
     const auto start = Clock::now();
     const double before = data_seconds_ + teacher_seconds_;
     auto out = ClassifierTask::train_step(local, info);
-    student_seconds_ += since(start) - (data_seconds_ + teacher_seconds_ - before);
+    student_seconds_ += seconds_since(start) - (data_seconds_ + teacher_seconds_ - before);
     return out;
   }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "kr/comm/communicator.hpp"
+#include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
@@ -24,8 +25,6 @@
 namespace kr::steps {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 void add_generate_options(po::options_description& options) {
   // clang-format off
@@ -49,10 +48,6 @@ void add_generate_options(po::options_description& options) {
 struct Timers {
   double sampling = 0, teacher = 0, io = 0;
 };
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Global indices [first, first + n): images, conditioning labels and (with a
 // teacher) its logits.
@@ -288,7 +283,7 @@ int run_generate(Context& context) {
       filter_results = Json{{"tau", tau}, {"note", "every shard was already complete"}};
     }
   }
-  const double work_seconds = std::chrono::duration<double>(Clock::now() - work_start).count();
+  const double work_seconds = seconds_since(work_start);
 
   // Totals over ranks; then rank 0 commits the manifest and the index.
   auto sums = torch::tensor({timers.sampling, timers.teacher, timers.io, static_cast<double>(made),
@@ -321,7 +316,7 @@ int run_generate(Context& context) {
   }
   std::sort(all_made.begin(), all_made.end());
 
-  const double total_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double total_seconds = seconds_since(start);
   Json results;
   run_on_root(context.comm, [&] {
     std::vector<io::PoolEntry> entries;
@@ -344,8 +339,7 @@ int run_generate(Context& context) {
     io::write_pool_index(out, entries, total, {spec.channels, spec.height, spec.width},
                          spec.classes, teacher.has_value(), filtered);
     // Rank 0's checksums and index are I/O the other ranks wait for.
-    const double index_seconds =
-        std::chrono::duration<double>(Clock::now() - start).count() - total_seconds;
+    const double index_seconds = seconds_since(start) - total_seconds;
     const double wall_seconds = total_seconds + index_seconds;
     const double images_per_second =
         sums[5].item<double>() / std::max(1e-9, slowest.item<double>());

@@ -9,12 +9,13 @@
 
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/self_communicator.hpp"
+#include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
-#include "kr/core/strings.hpp"
 #include "kr/core/keyed_rng.hpp"
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/h5.hpp"
@@ -27,8 +28,6 @@
 namespace kr::steps {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 void add_mia_options(po::options_description& options) {
   // clang-format off
@@ -45,7 +44,6 @@ void add_mia_options(po::options_description& options) {
       ("bootstrap", po::value<int>()->default_value(200), "bootstrap resamples for the 95 % intervals");
   // clang-format on
 }
-
 
 // The run directory each replayed step writes (as in jobs/kr.pipeline).
 std::string step_directory(const std::string& step) {
@@ -243,7 +241,7 @@ int run_mia(Context& context) {
       run_info["generator_sha256"] = sha256_file(run_dir + "/generator/ema.pt");
     if (path_exists(run_dir + "/pool/manifest.json"))
       run_info["pool_manifest_sha256"] = sha256_file(run_dir + "/pool/manifest.json");
-    run_info["seconds"] = std::chrono::duration<double>(Clock::now() - run_start).count();
+    run_info["seconds"] = seconds_since(run_start);
     run_info["status"] = "complete";
     write_file_atomic(run_dir + "/run.json", run_info.dump(2) + "\n");
     log::rank_info("mia: run " + std::to_string(j) + " complete on rank " +
@@ -349,7 +347,7 @@ int run_mia(Context& context) {
                                     {"student_test_accuracy", shipped("distill.json")}}},
                    {"targets", targets},
                    {"runs_detail", infos},
-                   {"seconds", std::chrono::duration<double>(Clock::now() - start).count()},
+                   {"seconds", seconds_since(start)},
                    {"world_size", context.comm.size()}};
     make_dirs(context.workdir() + "/results");
     write_file_atomic(context.workdir() + "/results/mia.csv", csv);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <thread>
 
+#include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/log.hpp"
 #include "kr/train/sampler.hpp"
@@ -16,12 +17,6 @@
 namespace kr::train {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const auto total = static_cast<long long>(seconds);
