@@ -60,13 +60,10 @@ void CandidateSet::fill(comm::Communicator& comm, std::int64_t quota, std::int64
     }
     comm.allreduce(counts, comm::ReduceOp::sum);
     for (std::int64_t r = 0; r < round; ++r) {
-      std::vector<std::int64_t> row(static_cast<std::size_t>(classes_));
       for (std::int64_t c = 0; c < classes_; ++c) {
-        row[static_cast<std::size_t>(c)] = counts[r][c].item<std::int64_t>();
         auto& prefix = prefix_[static_cast<std::size_t>(c)];
-        prefix.push_back(prefix.back() + row[static_cast<std::size_t>(c)]);
+        prefix.push_back(prefix.back() + counts[r][c].item<std::int64_t>());
       }
-      accepted_.push_back(std::move(row));
     }
     // Enough of every class? Else size the next round from the worst class's acceptance.
     double need_blocks = 0.0;

@@ -50,7 +50,7 @@ class CandidateSet {
   void fill(comm::Communicator& comm, std::int64_t quota, std::int64_t first_round,
             const std::function<io::Shard(std::int64_t)>& make_block);
 
-  std::int64_t blocks() const { return static_cast<std::int64_t>(accepted_.size()); }
+  std::int64_t blocks() const { return static_cast<std::int64_t>(prefix_[0].size()) - 1; }
   std::int64_t accepted(std::int64_t c) const;
   std::int64_t candidates(std::int64_t c) const;
 
@@ -60,8 +60,8 @@ class CandidateSet {
  private:
   std::int64_t block_, classes_;
   std::function<io::Shard(std::int64_t)> read_block_;
-  std::vector<std::vector<std::int64_t>> accepted_;  // per candidate block, per class
-  std::vector<std::vector<std::int64_t>> prefix_;    // per class, cumulative over blocks
+  // Per class: accepted candidates in blocks [0, b) at position b (prefix[0] = 0).
+  std::vector<std::vector<std::int64_t>> prefix_;
 };
 
 }  // namespace kr::gen
