@@ -36,7 +36,6 @@ GeneratorUpdate::GeneratorUpdate(comm::Communicator& comm, const gen::GeneratorS
   torch::manual_seed(hyper.seed);
   model_ = gen::make_generator_model(spec);
   ema_ = gen::make_generator_model(spec);
-  ema_update(*ema_, *model_, 0.0);
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   const double beta1 = hyper.beta1 >= 0 ? hyper.beta1 : (spec.model == "gan" ? 0.5 : 0.9);
   const auto adam = torch::optim::AdamOptions(hyper.lr).betas({beta1, hyper.beta2});
