@@ -4,6 +4,8 @@
 
 #include "kr/core/keyed_rng.hpp"
 
+#include <stdexcept>
+
 namespace kr::data {
 
 at::Tensor to_float(const at::Tensor& images_uint8) {
@@ -52,6 +54,29 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
     }
   }
   return out;
+}
+
+Mix mix_pairs(at::Tensor& batch, const std::vector<std::int64_t>& keys, double alpha,
+              std::uint64_t seed, std::uint64_t epoch) {
+  const auto rows = batch.size(0);
+  if (static_cast<std::int64_t>(keys.size()) != rows)
+    throw std::invalid_argument("mix_pairs: one key per row needed");
+  std::vector<float> lambda(static_cast<std::size_t>(rows), 1.0f);
+  std::vector<std::int64_t> partner(static_cast<std::size_t>(rows));
+  for (std::int64_t b = 0; b < rows; ++b) {
+    const std::int64_t other = b ^ 1;
+    partner[b] = other < rows ? other : b;
+    if (partner[b] != b)
+      lambda[b] = static_cast<float>(
+          KeyedRng(stream_key(seed, Purpose::mix, epoch, static_cast<std::uint64_t>(keys[b])))
+              .beta(alpha, alpha));
+  }
+  Mix mix{torch::tensor(lambda), torch::tensor(partner, torch::kInt64)};
+  const auto shape = std::vector<std::int64_t>{rows, 1, 1, 1};
+  auto weight = mix.lambda.view(shape);
+  auto partners = batch.index_select(0, mix.partner);
+  batch = batch * weight + partners * (1.0f - weight);
+  return mix;
 }
 
 at::Tensor gather_labels(const ImageSet& set, const std::vector<std::int64_t>& indices) {

@@ -39,6 +39,7 @@ void add_distill_options(po::options_description& options) {
       ("targets", po::value<std::string>()->default_value("soft"), "soft (teacher on the augmented batch), stored (logits in the shards, no augmentation) or hard (conditioning labels)")
       ("temperature", po::value<double>()->default_value(1.0), "distillation temperature T (student logits divided by T too, loss scaled by T^2)")
       ("hard-weight", po::value<double>()->default_value(0.0), "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets")
+      ("mixup", po::value<double>()->default_value(0.0), "mix neighbouring synthetic images with lambda ~ Beta(a, a) before the teacher labels them (function matching; 0: off)")
       ("regen-every", po::value<std::int64_t>()->default_value(1), "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)")
       ("epoch-size", po::value<std::int64_t>()->default_value(0), "synthetic images per epoch (0: the real train size)")
       ("generate-online", po::bool_switch(), "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
@@ -59,18 +60,27 @@ class StudentTask final : public ClassifierTask {
         pool_(pool),
         online_(online),
         epoch_size_(epoch_size) {
-    targets_ = context.get<std::string>("targets");
-    if (targets_ != "soft" && targets_ != "stored" && targets_ != "hard")
-      throw UsageError("--targets must be soft, stored or hard, got '" + targets_ + "'");
-    if (targets_ == "stored" && !pool.has_logits())
+    settings_.kind = train::parse_target_kind(context.get<std::string>("targets"));
+    if (settings_.kind == train::TargetKind::stored && !pool.has_logits())
       throw UsageError(pool.directory() +
                        ": --targets stored needs teacher logits in the shards "
                        "(generate with a teacher)");
-    temperature_ = context.get<double>("temperature");
-    hard_weight_ = context.get<double>("hard-weight");
+    settings_.temperature = context.get<double>("temperature");
+    settings_.hard_weight = context.get<double>("hard-weight");
+    settings_.mixup = context.get<double>("mixup");
+    settings_.smoothing = label_smoothing();
+    settings_.augment = augment();
+    settings_.seed = seed_;
+    settings_.classes = dataset.info.classes;
     regen_every_ = context.get<std::int64_t>("regen-every");
-    if (temperature_ <= 0) throw UsageError("--temperature must be positive");
-    if (hard_weight_ < 0 || hard_weight_ > 1) throw UsageError("--hard-weight must be in [0, 1]");
+    if (settings_.temperature <= 0) throw UsageError("--temperature must be positive");
+    if (settings_.hard_weight < 0 || settings_.hard_weight > 1)
+      throw UsageError("--hard-weight must be in [0, 1]");
+    if (settings_.mixup < 0) throw UsageError("--mixup must be 0 (off) or positive");
+    if (settings_.mixup > 0 && settings_.kind == train::TargetKind::stored)
+      throw UsageError(
+          "--mixup needs targets computed on the mixed batch: use --targets soft "
+          "or hard");
     sample_batch_ = context.get<std::int64_t>("sample-batch");
     if (sample_batch_ <= 0) sample_batch_ = pool.manifest().at("settings").at("sample_batch");
     // The teacher's val predictions, for the agreement metric (this rank's slice).
@@ -95,7 +105,9 @@ class StudentTask final : public ClassifierTask {
     const auto start = Clock::now();
     const std::int64_t first = part * epoch_size_;
     if (first + epoch_size_ <= pool_.size()) {
-      current_ = pool_.read(first, epoch_size_, targets_ == "stored" ? &stored_logits_ : nullptr);
+      current_ =
+          pool_.read(first, epoch_size_,
+                     settings_.kind == train::TargetKind::stored ? &stored_logits_ : nullptr);
     } else {
       if (!online_)
         throw Error(pool_.directory() + ": the pool is exhausted at epoch " +
@@ -119,7 +131,8 @@ class StudentTask final : public ClassifierTask {
 
   // Samples [first, first + count) with the generator, sample batches dealt to ranks.
   data::ImageSet sample_online(std::int64_t first, std::int64_t count) {
-    if (targets_ == "stored") throw UsageError("--targets stored cannot use --generate-online");
+    if (settings_.kind == train::TargetKind::stored)
+      throw UsageError("--targets stored cannot use --generate-online");
     const auto& spec = online_->spec();
     const std::int64_t begin = first / sample_batch_ * sample_batch_;
     const std::int64_t batches = (first + count - begin + sample_batch_ - 1) / sample_batch_;
@@ -152,42 +165,19 @@ class StudentTask final : public ClassifierTask {
   at::Tensor batch_loss(const std::vector<std::int64_t>& local,
                         const train::StepInfo& info) override {
     load_part(info.epoch);
-    auto start = Clock::now();
-    // Augmentation is keyed by the pool's global index, as if the pool were one array.
-    std::vector<std::int64_t> global(local.size());
-    for (std::size_t i = 0; i < local.size(); ++i) global[i] = part_first_ + local[i];
-    const bool augmented = targets_ != "stored";
-    data::ImageSet view{current_.images, current_.labels};
-    auto images = data::assemble_batch(view, local, augmented ? augment() : data::Augment{}, seed_,
-                                       static_cast<std::uint64_t>(info.epoch), &global);
-    auto labels = data::gather_labels(view, local);
-    data_seconds_ += seconds_since(start);
-    const double eps = label_smoothing();
-    at::Tensor targets;
-    if (targets_ != "hard") {
-      start = Clock::now();
-      at::Tensor logits;
-      if (targets_ == "soft") {
-        logits = teacher_.logits(images);
-      } else {
-        logits = stored_logits_.index_select(0, torch::tensor(local, torch::kInt64));
-      }
-      targets = train::soft_targets(logits, temperature_, eps);
-      teacher_seconds_ += seconds_since(start);
-    }
-    auto student = forward(images);
-    at::Tensor loss;
-    auto hard = [&] {
-      return torch::nn::functional::cross_entropy(
-          student, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(eps));
+    const auto start = Clock::now();
+    const double teacher_before = teacher_seconds_;
+    auto teacher = [&](const at::Tensor& images) {
+      const auto begin = Clock::now();
+      auto logits = teacher_.logits(images);
+      teacher_seconds_ += seconds_since(begin);
+      return logits;
     };
-    if (targets_ == "hard") {
-      loss = hard();
-    } else {
-      loss = train::distillation_loss(student, targets, temperature_);
-      if (hard_weight_ > 0) loss = (1.0 - hard_weight_) * loss + hard_weight_ * hard();
-    }
-    return loss;
+    const auto batch =
+        train::make_distill_batch(settings_, current_, part_first_, local,
+                                  static_cast<std::uint64_t>(info.epoch), teacher, stored_logits_);
+    data_seconds_ += seconds_since(start) - (teacher_seconds_ - teacher_before);
+    return train::distill_loss(settings_, forward(batch.images), batch);
   }
 
   train::StepOutput train_step(const std::vector<std::int64_t>& local,
@@ -235,9 +225,7 @@ class StudentTask final : public ClassifierTask {
   const io::SyntheticPool& pool_;
   gen::Sampler* online_;
   std::int64_t epoch_size_;
-  std::string targets_;
-  double temperature_ = 1.0;
-  double hard_weight_ = 0.0;
+  train::DistillSettings settings_;
   std::int64_t regen_every_ = 1;
   std::int64_t sample_batch_ = 250;
   std::int64_t current_part_ = -1;
@@ -332,6 +320,7 @@ int run_distill(Context& context) {
                {"temperature", context.get<double>("temperature")},
                {"label_smoothing", context.get<double>("label-smoothing")},
                {"hard_weight", context.get<double>("hard-weight")},
+               {"mixup", context.get<double>("mixup")},
                {"regen_every", regen_every},
                {"epoch_size", epoch_size},
                {"epochs", epochs},

@@ -50,6 +50,30 @@ TEST(KeyedRng, BelowIsUniformEnough) {
   for (int count : counts) EXPECT_NEAR(count, 10000, 400);
 }
 
+TEST(KeyedRng, BetaHasTheRightMeanAndVariance) {
+  // Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)); a < 1 takes the boosted gamma path.
+  for (const double a : {0.2, 1.0, 3.0}) {
+    kr::KeyedRng rng(7);
+    const int n = 40000;
+    double sum = 0, sum2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const double x = rng.beta(a, a);
+      ASSERT_GE(x, 0.0);
+      ASSERT_LE(x, 1.0);
+      sum += x;
+      sum2 += x * x;
+    }
+    const double mean = sum / n;
+    const double variance = sum2 / n - mean * mean;
+    EXPECT_NEAR(mean, 0.5, 0.01) << a;
+    EXPECT_NEAR(variance, 1.0 / (4.0 * (2.0 * a + 1.0)), 0.005) << a;
+  }
+  kr::KeyedRng rng(3);
+  double sum = 0;
+  for (int i = 0; i < 40000; ++i) sum += rng.gamma(2.5);
+  EXPECT_NEAR(sum / 40000, 2.5, 0.05);  // Gamma(k, 1) has mean k
+}
+
 TEST(Split, QuotasAreProportionalAndExact) {
   const auto quotas = kr::data::stratified_quotas({6000, 6000, 3000}, 5000);
   EXPECT_EQ(quotas[0] + quotas[1] + quotas[2], 5000);
@@ -87,6 +111,30 @@ TEST(Augment, SampleDoesNotDependOnBatchPosition) {
   EXPECT_TRUE(batch[1].equal(single[0]));
   auto other_epoch = kr::data::assemble_batch(set, {3, 9, 5}, augment, 11, 5);
   EXPECT_FALSE(batch.equal(other_epoch));
+}
+
+TEST(Augment, MixupBlendsNeighboursWithKeyedWeights) {
+  auto set = make_set(16, 2);
+  const std::vector<std::int64_t> rows{3, 9, 5, 1, 12};
+  const std::vector<std::int64_t> keys{103, 109, 105, 101, 112};
+  auto plain = kr::data::assemble_batch(set, rows, kr::data::Augment{}, 11, 4);
+  auto mixed = plain.clone();
+  const auto mix = kr::data::mix_pairs(mixed, keys, 0.4, 11, 4);
+  const std::vector<std::int64_t> partners{1, 0, 3, 2, 4};  // the odd last row stays itself
+  for (std::size_t b = 0; b < rows.size(); ++b) {
+    const auto p = partners[b];
+    EXPECT_EQ(mix.partner[b].item<std::int64_t>(), p);
+    const float lambda = mix.lambda[b].item<float>();
+    EXPECT_GE(lambda, 0.0f);
+    EXPECT_LE(lambda, 1.0f);
+    EXPECT_TRUE(mixed[b].allclose(plain[b] * lambda + plain[p] * (1.0f - lambda))) << b;
+  }
+  EXPECT_EQ(mix.lambda[4].item<float>(), 1.0f);
+  EXPECT_FALSE(mixed.narrow(0, 0, 4).allclose(plain.narrow(0, 0, 4)));
+  // Rank slices of even size mix the same pairs with the same weights as the whole batch.
+  auto slice = plain.narrow(0, 2, 2).clone();
+  kr::data::mix_pairs(slice, {105, 101}, 0.4, 11, 4);
+  EXPECT_TRUE(slice.equal(mixed.narrow(0, 2, 2)));
 }
 
 TEST(Augment, NoAugmentationIsPlainScaling) {

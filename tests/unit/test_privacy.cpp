@@ -137,6 +137,132 @@ TEST(Distillation, RegenerationReadsDisjointPartsEachEpoch) {
   EXPECT_EQ(kr::train::pool_part(7, 0), 0);  // no regeneration: one fixed set
 }
 
+namespace {
+
+// A tiny synthetic pool part: 12 images 1x8x8 of 3 classes, first global index 500.
+kr::data::ImageSet tiny_part() {
+  torch::manual_seed(5);
+  kr::data::ImageSet part;
+  part.images = torch::randint(0, 256, {12, 1, 8, 8}, torch::kInt64).to(torch::kUInt8);
+  part.labels = torch::arange(12, torch::kInt64).remainder(3);
+  return part;
+}
+
+kr::train::DistillSettings tiny_settings(kr::train::TargetKind kind) {
+  kr::train::DistillSettings settings;
+  settings.kind = kind;
+  settings.temperature = 2.0;
+  settings.augment = kr::data::Augment{2, true};
+  settings.seed = 9;
+  settings.classes = 3;
+  return settings;
+}
+
+}  // namespace
+
+TEST(Distillation, SoftTargetsAreTheTeacherOnTheExactAugmentedMixedBatch) {
+  auto part = tiny_part();
+  torch::nn::Linear teacher(64, 3);
+  at::Tensor seen;
+  auto teacher_fn = [&](const at::Tensor& images) {
+    seen = images.clone();
+    return teacher(images.flatten(1));
+  };
+  auto settings = tiny_settings(kr::train::TargetKind::soft);
+  settings.mixup = 0.4;
+  const std::vector<std::int64_t> local{7, 2, 11, 4};
+  const auto batch = kr::train::make_distill_batch(settings, part, 500, local, 3, teacher_fn, {});
+  // Recompute: the same keyed crops, flips and mixing weights, by global index 500 + row.
+  const std::vector<std::int64_t> global{507, 502, 511, 504};
+  auto images = kr::data::assemble_batch(part, local, settings.augment, 9, 3, &global);
+  kr::data::mix_pairs(images, global, 0.4, 9, 3);
+  EXPECT_TRUE(batch.images.equal(images));
+  EXPECT_TRUE(seen.equal(images));  // the teacher labelled exactly what the student sees
+  EXPECT_FALSE(images.equal(kr::data::to_float(part.images.index_select(
+      0, torch::tensor(local, torch::kInt64)))));  // augmented and mixed, not the raw rows
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(batch.targets.allclose(torch::softmax(teacher(images.flatten(1)) / 2.0, 1)));
+  EXPECT_FALSE(batch.targets.requires_grad());
+}
+
+TEST(Distillation, StoredTargetsAreTheShardLogitsOnUnaugmentedImages) {
+  auto part = tiny_part();
+  auto stored = torch::randn({12, 3});
+  auto settings = tiny_settings(kr::train::TargetKind::stored);
+  const std::vector<std::int64_t> local{0, 5, 9};
+  auto no_teacher = [](const at::Tensor&) -> at::Tensor {
+    throw std::logic_error("stored targets must not run the teacher");
+  };
+  const auto batch = kr::train::make_distill_batch(settings, part, 0, local, 1, no_teacher, stored);
+  const auto rows = torch::tensor(local, torch::kInt64);
+  EXPECT_TRUE(batch.images.equal(kr::data::to_float(part.images.index_select(0, rows))));
+  EXPECT_TRUE(batch.targets.allclose(torch::softmax(stored.index_select(0, rows) / 2.0, 1)));
+  settings.mixup = 0.2;
+  EXPECT_THROW(kr::train::make_distill_batch(settings, part, 0, local, 1, no_teacher, stored),
+               kr::UsageError);
+}
+
+TEST(Distillation, HardTargetsAreTheConditioningLabels) {
+  auto part = tiny_part();
+  auto settings = tiny_settings(kr::train::TargetKind::hard);
+  settings.smoothing = 0.3;
+  const std::vector<std::int64_t> local{1, 2, 3, 4, 8};
+  auto no_teacher = [](const at::Tensor&) -> at::Tensor {
+    throw std::logic_error("hard targets must not run the teacher");
+  };
+  auto batch = kr::train::make_distill_batch(settings, part, 0, local, 0, no_teacher, {});
+  auto labels = part.labels.index_select(0, torch::tensor(local, torch::kInt64));
+  EXPECT_TRUE(batch.targets.argmax(1).equal(labels));
+  EXPECT_TRUE(batch.targets.allclose(torch::one_hot(labels, 3).to(torch::kFloat32) * 0.7 + 0.1));
+  // With mixup the label targets mix like the images: lambda y_b + (1 - lambda) y_partner.
+  settings.mixup = 1.0;
+  settings.smoothing = 0.0;
+  batch = kr::train::make_distill_batch(settings, part, 0, local, 0, no_teacher, {});
+  EXPECT_TRUE(batch.targets.sum(1).allclose(torch::ones({5})));
+  EXPECT_NEAR(batch.targets[4][labels[4].item<std::int64_t>()].item<float>(), 1.0f, 1e-6);
+  const float lambda = batch.targets[0][labels[0].item<std::int64_t>()].item<float>();
+  EXPECT_NEAR(batch.targets[0][labels[1].item<std::int64_t>()].item<float>(), 1.0f - lambda, 1e-6);
+}
+
+TEST(Distillation, StudentOnSoftTargetsComesToAgreeWithAFixedTeacher) {
+  // A fixed random teacher over 2x4x4 inputs; a student of the same form trained
+  // only on the teacher's soft predictions over fresh inputs each step.
+  torch::manual_seed(3);
+  torch::nn::Sequential teacher(torch::nn::Flatten(), torch::nn::Linear(32, 16), torch::nn::Tanh(),
+                                torch::nn::Linear(16, 4));
+  torch::nn::Sequential student(torch::nn::Flatten(), torch::nn::Linear(32, 16), torch::nn::Tanh(),
+                                torch::nn::Linear(16, 4));
+  auto held_out = torch::randn({2000, 2, 4, 4});
+  auto agreement = [&] {
+    torch::NoGradGuard no_grad;
+    return student->forward(held_out)
+        .argmax(1)
+        .eq(teacher->forward(held_out).argmax(1))
+        .to(torch::kFloat64)
+        .mean()
+        .item<double>();
+  };
+  const double before = agreement();
+  kr::train::DistillSettings settings;
+  settings.temperature = 2.0;
+  torch::optim::Adam adam(student->parameters(), torch::optim::AdamOptions(1e-2));
+  for (int step = 0; step < 300; ++step) {
+    auto inputs = torch::randn({64, 2, 4, 4});
+    kr::train::DistillBatch batch;
+    {
+      torch::NoGradGuard no_grad;
+      batch.targets = kr::train::soft_targets(teacher->forward(inputs), 2.0, 0.0);
+    }
+    auto loss = kr::train::distill_loss(settings, student->forward(inputs), batch);
+    adam.zero_grad();
+    loss.backward();
+    adam.step();
+  }
+  const double after = agreement();
+  EXPECT_GT(after, before + 0.3);
+  EXPECT_GT(after, 0.9);
+}
+
 TEST(Shards, RoundTripAndCorruptionIsNamed) {
   TempDir dir;
   kr::io::Shard shard;

@@ -27,6 +27,7 @@ enum class Purpose : std::uint64_t {
   ddim_noise = 10,
   dropout = 11,
   init = 12,
+  mix = 13,
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mixer.
@@ -78,6 +79,33 @@ class KeyedRng {
     spare_ = radius * std::sin(2.0 * M_PI * u2);
     has_spare_ = true;
     return radius * std::cos(2.0 * M_PI * u2);
+  }
+  // Gamma(shape, 1) by Marsaglia and Tsang's squeeze method; shape < 1 boosted
+  // through Gamma(shape + 1) * U^(1 / shape).
+  double gamma(double shape) {
+    if (shape < 1.0) {
+      double u = uniform();
+      while (u <= 0.0) u = uniform();
+      return gamma(shape + 1.0) * std::pow(u, 1.0 / shape);
+    }
+    const double d = shape - 1.0 / 3.0;
+    const double c = 1.0 / std::sqrt(9.0 * d);
+    for (;;) {
+      double x = normal();
+      double v = 1.0 + c * x;
+      if (v <= 0.0) continue;
+      v = v * v * v;
+      const double u = uniform();
+      const double x2 = x * x;
+      if (u < 1.0 - 0.0331 * x2 * x2) return d * v;
+      if (u > 0.0 && std::log(u) < 0.5 * x2 + d * (1.0 - v + std::log(v))) return d * v;
+    }
+  }
+  // Beta(a, b) as G_a / (G_a + G_b).
+  double beta(double a, double b) {
+    const double x = gamma(a);
+    const double y = gamma(b);
+    return x / (x + y);
   }
 
  private:

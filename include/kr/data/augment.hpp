@@ -26,6 +26,20 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
                           const Augment& augment, std::uint64_t seed, std::uint64_t epoch,
                           const std::vector<std::int64_t>* keys = nullptr);
 
+// Mixup between neighbouring rows (Zhang et al. 2018), used by distillation as
+// in "function matching" (Beyer et al. 2022): row b becomes
+// lambda_b * x_b + (1 - lambda_b) * x_{b xor 1}, lambda_b ~ Beta(alpha, alpha)
+// drawn from the stream keyed by (seed, mix, epoch, keys[b]). A batch of odd
+// size leaves its last row as it is (lambda 1, its own partner). Partners are
+// neighbours within the batch, so a global batch cut into even rank slices
+// mixes the same pairs at any rank count.
+struct Mix {
+  at::Tensor lambda;   // (B) float32
+  at::Tensor partner;  // (B) int64: row mixed into each row
+};
+Mix mix_pairs(at::Tensor& batch, const std::vector<std::int64_t>& keys, double alpha,
+              std::uint64_t seed, std::uint64_t epoch);
+
 at::Tensor gather_labels(const ImageSet& set, const std::vector<std::int64_t>& indices);
 
 }  // namespace kr::data
