@@ -40,6 +40,14 @@ class Parser(html.parser.HTMLParser):
             assert not (k in ("src", "href") and v.startswith("http")), "external asset " + v
 p = Parser(); p.feed(open(f"{w}/results/report.html").read())
 assert p.tags.count("table") >= 3 and "svg" in p.tags and "img" in p.tags, p.tags
+distill = json.load(open(f"{w}/results/distill.json"))
+# Regeneration every epoch: epoch e reads the pool's part e, disjoint and consecutive.
+parts = distill["parts"]
+assert [p["epoch"] for p in parts] == list(range(1, distill["epochs"] + 1)), parts
+for e, p in enumerate(parts):
+    assert p["first"] == e * distill["epoch_size"] and p["count"] == distill["epoch_size"], parts
+assert distill["regenerations"] == distill["epochs"], distill["regenerations"]
+assert distill["unique_synthetic_images"] == distill["synthetic_images_seen"]
 report = json.load(open(f"{w}/results/report.json"))["runs"][0]
 assert report["teacher_test_accuracy"] > 0.2 and "mia_student" in report
 PY
