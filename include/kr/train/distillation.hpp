@@ -1,4 +1,17 @@
 // Generative Knowledge Distillation targets and loss (METHOD.md "GKD").
+//
+// Note [Distillation batch]
+// The student sees synthetic images only, and learns the teacher's function
+// rather than the generator's labels: soft targets are the teacher's softmax on
+// exactly the images the student sees, after the keyed crop and flip and, with
+// --mixup, after mixing each row with its neighbour (Beyer et al. 2022,
+// "function matching": the teacher labels the mixed image itself, so the
+// student also learns the teacher between the generator's modes, where a GAN of
+// little within-class variety leaves it blind). Every draw is keyed by the
+// row's global pool index and rows mix with neighbours of the same global
+// batch, so 2 ranks x B/2 train as 1 rank x B (tests/mpi/test_distill.cpp) as
+// long as each rank's slice is even. Stored targets (logits written by
+// `kr generate`) cannot follow augmentation, so that mode uses neither.
 #pragma once
 
 #include <ATen/core/Tensor.h>
