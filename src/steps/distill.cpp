@@ -83,6 +83,7 @@ class StudentTask final : public ClassifierTask {
           "or hard");
     sample_batch_ = context.get<std::int64_t>("sample-batch");
     if (sample_batch_ <= 0) sample_batch_ = pool.manifest().at("settings").at("sample_batch");
+    pool_seed_ = pool.manifest().at("settings").at("seed").get<std::uint64_t>();
     // The teacher's val predictions, for the agreement metric (this rank's slice).
     const auto range =
         train::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
@@ -144,7 +145,7 @@ class StudentTask final : public ClassifierTask {
       const std::int64_t b = j * world + context_.comm.rank();
       if (b >= batches) break;
       mine.narrow(0, j * sample_batch_, sample_batch_)
-          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, seed_,
+          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, pool_seed_,
                                    sample_batch_));
     }
     auto all = context_.comm.allgather(mine);  // rank r's rows: batches j * world + r
@@ -224,6 +225,7 @@ class StudentTask final : public ClassifierTask {
   LoadedClassifier& teacher_;
   const io::SyntheticPool& pool_;
   gen::Sampler* online_;
+  std::uint64_t pool_seed_ = 0;  // online parts continue the pool: its seed, not the run's
   std::int64_t epoch_size_;
   train::DistillSettings settings_;
   std::int64_t regen_every_ = 1;
@@ -268,11 +270,20 @@ int run_distill(Context& context) {
                      std::to_string(parts_needed * epoch_size) + ". Generate with --pool-epochs " +
                      std::to_string(parts_needed) + ", or pass --generate-online");
   std::optional<gen::LoadedGenerator> generator;
+  std::unique_ptr<gen::Sampler> online_sampler;
   if (online && parts_needed * epoch_size > pool.size()) {
+    const auto& settings = pool.manifest().at("settings");
     generator = gen::load_generator(context.path_option("generator", "generator"));
-    if (generator->weights_sha256 != pool.manifest().at("settings").at("generator_sha256"))
+    if (generator->weights_sha256 != settings.at("generator_sha256"))
       throw UsageError("--generate-online: the generator differs from the one that made " +
                        pool_dir);
+    if (!settings.at("filter_tau").is_null())
+      throw UsageError("--generate-online: " + pool_dir +
+                       " was made with --filter-tau; online parts would not be filtered");
+    // Sample as the pool was made (its z-scale, DDIM steps and guidance), not as trained.
+    online_sampler = gen::make_sampler(
+        gen::GeneratorSpec::from_json(settings.at("generator_spec"), pool_dir + "/manifest.json"),
+        generator->model);
   }
 
   RunRecord record(context, run_dir);
@@ -282,8 +293,8 @@ int run_distill(Context& context) {
   log::open_jsonl(run_dir);
 
   const std::int64_t steps_per_epoch = epoch_size / context.get<std::int64_t>("batch");
-  StudentTask task(context, dataset, teacher, pool, generator ? generator->sampler.get() : nullptr,
-                   epoch_size, steps_per_epoch);
+  StudentTask task(context, dataset, teacher, pool, online_sampler.get(), epoch_size,
+                   steps_per_epoch);
   auto options = trainer_options(context, run_dir, "distill");
   const std::string hash = config_hash(context.config, {"teacher", "pool", "generator"}) + "-" +
                            teacher.weights_sha256.substr(0, 8) + "-" +
