@@ -25,6 +25,15 @@ at::Tensor log_normal_cdf(const at::Tensor& z) {
   return torch::log(0.5 * torch::erfc(-z / std::sqrt(2.0)).clamp_min(1e-300));
 }
 
+// labels (P) as a gather index (..., P, 1) over logits (..., P, K).
+at::Tensor label_index(const at::Tensor& logits, const at::Tensor& labels) {
+  std::vector<std::int64_t> shape(logits.sizes().begin(), logits.sizes().end());
+  shape.back() = 1;
+  std::vector<std::int64_t> view(logits.dim(), 1);
+  view[logits.dim() - 2] = labels.size(0);
+  return labels.to(torch::kInt64).view(view).expand(shape).contiguous();
+}
+
 at::Tensor probabilities(const at::Tensor& logits) {
   return torch::softmax(logits.to(torch::kFloat64), -1);
 }
@@ -33,15 +42,99 @@ at::Tensor probabilities(const at::Tensor& logits) {
 
 at::Tensor logit_scaled_confidence(const at::Tensor& logits, const at::Tensor& labels) {
   auto z = logits.to(torch::kFloat64);
-  // labels (P) against logits (..., P, K): broadcast the label index over leading dims.
-  std::vector<std::int64_t> shape(z.sizes().begin(), z.sizes().end());
-  shape.back() = 1;
-  std::vector<std::int64_t> view(z.dim(), 1);
-  view[z.dim() - 2] = labels.size(0);
-  auto index = labels.to(torch::kInt64).view(view).expand(shape).contiguous();
+  auto index = label_index(z, labels);
   auto z_y = z.gather(-1, index).squeeze(-1);
   auto others = z.scatter(-1, index, -std::numeric_limits<double>::infinity());
   return z_y - torch::logsumexp(others, -1);
+}
+
+at::Tensor point_score(const at::Tensor& logits, const at::Tensor& labels, ScoreKind kind) {
+  switch (kind) {
+    case ScoreKind::stable:
+      return logit_scaled_confidence(logits, labels);
+    case ScoreKind::unstable: {
+      // log p_y - log(1 - p_y) from float32 probabilities: saturates as p_y -> 1.
+      auto p = torch::softmax(logits.to(torch::kFloat32), -1);
+      auto p_y = p.gather(-1, label_index(logits, labels)).squeeze(-1);
+      const double tiny = std::numeric_limits<float>::min();
+      return (torch::log(p_y.clamp_min(tiny)) - torch::log((1.0f - p_y).clamp_min(tiny)))
+          .to(torch::kFloat64);
+    }
+    case ScoreKind::margin: {
+      auto z = logits.to(torch::kFloat64);
+      auto index = label_index(z, labels);
+      auto z_y = z.gather(-1, index).squeeze(-1);
+      auto others = z.scatter(-1, index, -std::numeric_limits<double>::infinity());
+      return z_y - std::get<0>(others.max(-1));
+    }
+  }
+  throw Error("point_score: unknown score kind");
+}
+
+LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
+                const at::Tensor& target) {
+  auto shadow = shadow_scores.to(torch::kFloat64);     // (S, A, P)
+  auto in = in_mask.to(torch::kFloat64).unsqueeze(1);  // (S, 1, P)
+  auto out = 1.0 - in;
+  auto has_in = in.sum(0).gt(0.0);  // (1, P)
+  auto has_out = out.sum(0).gt(0.0);
+  auto n_in = in.sum(0).clamp_min(1.0);  // (1, P)
+  auto n_out = out.sum(0).clamp_min(1.0);
+  auto mean_in = (shadow * in).sum(0) / n_in;  // (A, P)
+  auto mean_out = (shadow * out).sum(0) / n_out;
+  // A point no shadow trained on (TCKR's train members) takes its OUT mean plus the
+  // average IN - OUT shift of the points that have both (per augmentation).
+  auto both = has_in.logical_and(has_out).to(torch::kFloat64);  // (1, P)
+  auto shift = ((mean_in - mean_out) * both).sum(1, true) / both.sum().clamp_min(1.0);
+  mean_in = torch::where(has_in, mean_in, mean_out + shift);
+  auto dev_in = (shadow - mean_in.unsqueeze(0)).pow(2) * in;
+  auto dev_out = (shadow - mean_out.unsqueeze(0)).pow(2) * out;
+  // Global variance: pooled over points, per augmentation (each point's mean costs a degree).
+  auto var_in_global = (dev_in.sum(at::IntArrayRef{0, 2}) /
+                        (in.sum(at::IntArrayRef{0, 2}) - has_in.sum()).clamp_min(1.0))
+                           .unsqueeze(1);
+  auto var_out_global = (dev_out.sum(at::IntArrayRef{0, 2}) /
+                         (out.sum(at::IntArrayRef{0, 2}) - has_out.sum()).clamp_min(1.0))
+                            .unsqueeze(1);
+  auto var_in_example = torch::where(in.sum(0).gt(1.0), dev_in.sum(0) / (n_in - 1.0).clamp_min(1.0),
+                                     var_in_global.expand_as(mean_in));
+  auto var_out_example =
+      torch::where(out.sum(0).gt(1.0), dev_out.sum(0) / (n_out - 1.0).clamp_min(1.0),
+                   var_out_global.expand_as(mean_out));
+  auto t = target.to(torch::kFloat64);  // (A, P)
+  auto floor = [](const at::Tensor& v) { return v.clamp_min(1e-6).sqrt(); };
+  LiraScores scores;
+  scores.online_global = (log_normal_pdf(t, mean_in, floor(var_in_global)) -
+                          log_normal_pdf(t, mean_out, floor(var_out_global)))
+                             .mean(0);
+  scores.online_per_example = (log_normal_pdf(t, mean_in, floor(var_in_example)) -
+                               log_normal_pdf(t, mean_out, floor(var_out_example)))
+                                  .mean(0);
+  scores.offline_global = log_normal_cdf((t - mean_out) / floor(var_out_global)).mean(0);
+  scores.offline_per_example = log_normal_cdf((t - mean_out) / floor(var_out_example)).mean(0);
+  return scores;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
+    const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
+    const at::Tensor& target_logits, const at::Tensor& labels) {
+  if (shadow_logits.size() < 2) throw Error("tckr: needs at least 2 shadows");
+  std::vector<std::pair<std::string, at::Tensor>> variants;
+  const std::pair<const char*, ScoreKind> kinds[] = {{"stable", ScoreKind::stable},
+                                                     {"unstable", ScoreKind::unstable},
+                                                     {"margin", ScoreKind::margin}};
+  for (const auto& [name, kind] : kinds) {
+    std::vector<at::Tensor> shadow;
+    for (const auto& logits : shadow_logits) shadow.push_back(point_score(logits, labels, kind));
+    const auto fitted =
+        lira(torch::stack(shadow), in_mask, point_score(target_logits, labels, kind));
+    const std::string suffix = std::string("_") + name;
+    variants.emplace_back("online_global" + suffix, fitted.online_global);
+    variants.emplace_back("online_per_example" + suffix, fitted.online_per_example);
+    variants.emplace_back("offline_global" + suffix, fitted.offline_global);
+    variants.emplace_back("offline_per_example" + suffix, fitted.offline_per_example);
+  }
+  return variants;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs) {
@@ -67,39 +160,11 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     for (std::int64_t i = 0; i < runs; ++i)
       if (i != j) others.push_back(i);
     auto index = torch::tensor(others, torch::kInt64);
-    auto shadow_phi = phi.index_select(0, index);          // (S, A, P)
-    auto in = keep_f.index_select(0, index).unsqueeze(1);  // (S, 1, P)
-    auto out = 1.0 - in;
-    // With no IN shadow for a point (M = 2), the online score falls back to the OUT fit.
-    auto has_in = in.sum(0).gt(0.0);       // (1, P)
-    auto n_in = in.sum(0).clamp_min(1.0);  // (1, P)
-    auto n_out = out.sum(0).clamp_min(1.0);
-    auto mean_in = (shadow_phi * in).sum(0) / n_in;  // (A, P)
-    auto mean_out = (shadow_phi * out).sum(0) / n_out;
-    auto dev_in = (shadow_phi - mean_in.unsqueeze(0)).pow(2) * in;
-    auto dev_out = (shadow_phi - mean_out.unsqueeze(0)).pow(2) * out;
-    auto var_in_example = dev_in.sum(0) / (n_in - 1.0).clamp_min(1.0);
-    auto var_out_example = dev_out.sum(0) / (n_out - 1.0).clamp_min(1.0);
-    // Global variance: pooled over points, per augmentation.
-    auto var_in_global = (dev_in.sum(at::IntArrayRef{0, 2}) /
-                          (in.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0))
-                             .unsqueeze(1);
-    auto var_out_global = (dev_out.sum(at::IntArrayRef{0, 2}) /
-                           (out.sum(at::IntArrayRef{0, 2}) - points).clamp_min(1.0))
-                              .unsqueeze(1);
-    auto target = phi[j];  // (A, P)
-    auto floor = [](const at::Tensor& v) { return v.clamp_min(1e-6).sqrt(); };
-    auto zero = torch::zeros_like(target);
-    online_global[j] =
-        (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_global)), zero) -
-         log_normal_pdf(target, mean_out, floor(var_out_global)))
-            .mean(0);
-    online_per_example[j] =
-        (torch::where(has_in, log_normal_pdf(target, mean_in, floor(var_in_example)), zero) -
-         log_normal_pdf(target, mean_out, floor(var_out_example)))
-            .mean(0);
-    offline_global[j] = log_normal_cdf((target - mean_out) / floor(var_out_global)).mean(0);
-    offline_per_example[j] = log_normal_cdf((target - mean_out) / floor(var_out_example)).mean(0);
+    const auto fitted = lira(phi.index_select(0, index), keep_f.index_select(0, index), phi[j]);
+    online_global[j] = fitted.online_global;
+    online_per_example[j] = fitted.online_per_example;
+    offline_global[j] = fitted.offline_global;
+    offline_per_example[j] = fitted.offline_per_example;
   }
 
   // Threshold baselines on the target's own outputs, averaged over augmentations.

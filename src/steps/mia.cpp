@@ -41,7 +41,12 @@ void add_mia_options(po::options_description& options) {
       ("hard-control", po::bool_switch(), "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", po::value<std::int64_t>()->default_value(1000), "val images used as RMIA's population (never trained on)")
       ("rmia-a", po::value<double>()->default_value(0.3), "RMIA's offline correction a")
-      ("bootstrap", po::value<int>()->default_value(200), "bootstrap resamples for the 95 % intervals");
+      ("bootstrap", po::value<int>()->default_value(200), "bootstrap resamples for the 95 % intervals")
+      ("protocol", po::value<std::string>()->default_value("lira"), "lira: leave-one-out over the recipe's runs; tckr: TCKR's published protocol (shadows on test halves, best of 12 variants; uses test, labelled so)")
+      ("tckr-members", po::value<std::int64_t>()->default_value(1000), "tckr: train members and as many test non-members in the challenge set")
+      ("teacher", po::value<std::string>()->default_value(""), "tckr: the attacked teacher (default: <workdir>/teacher)")
+      ("student", po::value<std::string>()->default_value(""), "tckr: the attacked student (default: <workdir>/student)")
+      ("student-hard", po::value<std::string>()->default_value(""), "tckr: a hard-label student to attack as well (default: <workdir>/student-hard if present)");
   // clang-format on
 }
 
@@ -98,7 +103,97 @@ const std::vector<Target>& all_targets() {
   return targets;
 }
 
+// The first n of a keyed random permutation of 0..total-1.
+std::vector<std::int64_t> keyed_subset(std::int64_t total, std::int64_t n, std::uint64_t seed,
+                                       std::uint64_t tag) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(total));
+  std::iota(order.begin(), order.end(), 0);
+  KeyedRng rng(stream_key(seed, Purpose::split, tag, 0));
+  for (std::int64_t i = total - 1; i > 0; --i)
+    std::swap(order[i], order[rng.below(static_cast<std::uint64_t>(i + 1))]);
+  order.resize(static_cast<std::size_t>(std::min(n, total)));
+  return order;
+}
+
+// One attack's figures: ROC summary, 95 % bootstrap intervals, AOP = acc * (0.5 / AUC)^2.
+Json summarize_attack(const at::Tensor& scores, const at::Tensor& members, double accuracy,
+                      int bootstrap, std::uint64_t seed) {
+  const auto summary = privacy::roc(scores, members);
+  const double aop = accuracy * std::pow(0.5 / std::max(summary.auc, 0.5), 2.0);
+  return Json{{"auc", summary.auc},
+              {"balanced_accuracy", summary.balanced_accuracy},
+              {"tpr_at_0.1%", summary.tpr_at_0_1},
+              {"tpr_at_1%", summary.tpr_at_1},
+              {"tpr_at_10%", summary.tpr_at_10},
+              {"members", summary.members},
+              {"non_members", summary.non_members},
+              {"aop", aop},
+              {"bootstrap_95", privacy::bootstrap_intervals(scores, members, bootstrap, seed)},
+              {"roc", Json{{"fpr", summary.fpr}, {"tpr", summary.tpr}}}};
+}
+
+std::string csv_header() {
+  return "target,attack,auc,auc_low,auc_high,balanced_accuracy,tpr_at_0.1%,tpr_at_1%,"
+         "tpr_at_10%,members,non_members,mean_test_accuracy,aop\n";
+}
+
+std::string csv_row(const std::string& target, const std::string& attack, const Json& figures,
+                    double accuracy) {
+  const auto& auc_interval = figures.at("bootstrap_95").at("auc");
+  const double auc = figures.at("auc").get<double>();
+  char row[400];
+  std::snprintf(row, sizeof row, "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
+                target.c_str(), attack.c_str(), auc,
+                auc_interval.empty() ? auc : auc_interval[0].get<double>(),
+                auc_interval.empty() ? auc : auc_interval[1].get<double>(),
+                figures.at("balanced_accuracy").get<double>(),
+                figures.at("tpr_at_0.1%").get<double>(), figures.at("tpr_at_1%").get<double>(),
+                figures.at("tpr_at_10%").get<double>(),
+                static_cast<long long>(figures.at("members").get<std::int64_t>()),
+                static_cast<long long>(figures.at("non_members").get<std::int64_t>()), accuracy,
+                figures.at("aop").get<double>());
+  return row;
+}
+
+// Replays `steps` in <run_dir> (its data in <run_dir>/data) through the steps' own
+// code on a single-rank communicator, skipping steps already complete. Returns false
+// when a step was preempted.
+bool replay_run(Context& context, const std::string& run_dir, const std::vector<std::string>& steps,
+                std::uint64_t seed) {
+  const std::string config =
+      context.options.count("config") ? context.get<std::string>("config") : "";
+  comm::SelfCommunicator self;
+  std::vector<std::string> common = {"--workdir", run_dir, "--seed", std::to_string(seed)};
+  if (!config.empty()) common.insert(common.begin(), {"--config", config});
+  const auto shadow_epochs = context.get<std::int64_t>("shadow-epochs");
+  for (const auto& step : steps) {
+    const bool hard = step == "distill-hard";
+    const std::string name = hard ? "distill" : step;
+    const std::string dir =
+        run_dir + "/" + (hard ? std::string("student-hard") : step_directory(step));
+    if (step_complete(dir)) continue;
+    auto args = common;
+    if (shadow_epochs > 0 && name != "generate")
+      args.insert(args.end(), {"--epochs", std::to_string(shadow_epochs)});
+    if (hard)
+      args.insert(args.end(),
+                  {"--targets", "hard", "--out", dir, "--results-name", "distill-hard"});
+    log::record(Json{{"event", "mia_run_step"}, {"run", run_dir}, {"step", step}});
+    const int code = run_nested_step(context, self, name, args);
+    if (code == exit_code::preempted) return false;
+    if (code != exit_code::ok)
+      throw Error(run_dir + ": " + step + " failed with exit code " + std::to_string(code));
+  }
+  return true;
+}
+
+int run_tckr(Context& context);
+
 int run_mia(Context& context) {
+  const auto protocol = context.get<std::string>("protocol");
+  if (protocol == "tckr") return run_tckr(context);
+  if (protocol != "lira")
+    throw UsageError("--protocol must be lira or tckr, not '" + protocol + "'");
   const auto start = Clock::now();
   const std::string data_path = context.path_option("data", "data/data.h5");
   const std::string out = context.path_option("out", "mia");
@@ -119,12 +214,8 @@ int run_mia(Context& context) {
   auto keep = privacy::balanced_keep_matrix(runs, pool_size, seed);
 
   // The pool: a keyed random subset of train.
-  std::vector<std::int64_t> order(static_cast<std::size_t>(dataset.train.size()));
-  std::iota(order.begin(), order.end(), 0);
-  KeyedRng rng(stream_key(seed, Purpose::split, 0x706f6f6c /* "pool" */, 0));
-  for (std::int64_t i = static_cast<std::int64_t>(order.size()) - 1; i > 0; --i)
-    std::swap(order[i], order[rng.below(static_cast<std::uint64_t>(i + 1))]);
-  std::vector<std::int64_t> pool_indices(order.begin(), order.begin() + pool_size);
+  const auto pool_indices =
+      keyed_subset(dataset.train.size(), pool_size, seed, 0x706f6f6c /* "pool" */);
   const auto pool = data::take(dataset.train, pool_indices);
   const std::int64_t population_size =
       std::min(context.get<std::int64_t>("population"), dataset.val.size());
@@ -163,7 +254,6 @@ int run_mia(Context& context) {
   });
 
   // Whole runs dealt to ranks.
-  comm::SelfCommunicator self;
   bool preempted = false;
   for (std::int64_t j = context.comm.rank(); j < runs && !preempted; j += context.comm.size()) {
     const std::string run_dir = out + "/run_" + std::to_string(j);
@@ -186,33 +276,9 @@ int run_mia(Context& context) {
       subset.test = dataset.test;
       io::write_dataset(subset, run_data);
     }
-    std::vector<std::string> common = {"--workdir", run_dir, "--seed",
-                                       std::to_string(seed + 1 + j)};
-    if (!config.empty()) common.insert(common.begin(), {"--config", config});
     auto steps = replay;
     if (context.get<bool>("hard-control")) steps.push_back("distill-hard");
-    for (const auto& step : steps) {
-      const bool hard = step == "distill-hard";
-      const std::string name = hard ? "distill" : step;
-      const std::string dir =
-          run_dir + "/" + (hard ? std::string("student-hard") : step_directory(step));
-      if (step_complete(dir)) continue;
-      auto args = common;
-      if (context.get<std::int64_t>("shadow-epochs") > 0 && name != "generate")
-        args.insert(args.end(),
-                    {"--epochs", std::to_string(context.get<std::int64_t>("shadow-epochs"))});
-      if (hard)
-        args.insert(args.end(),
-                    {"--targets", "hard", "--out", dir, "--results-name", "distill-hard"});
-      log::record(Json{{"event", "mia_run_step"}, {"run", j}, {"step", step}});
-      const int code = run_nested_step(context, self, name, args);
-      if (code == exit_code::preempted) {
-        preempted = true;
-        break;
-      }
-      if (code != exit_code::ok)
-        throw Error(run_dir + ": " + step + " failed with exit code " + std::to_string(code));
-    }
+    preempted = !replay_run(context, run_dir, steps, seed + 1 + static_cast<std::uint64_t>(j));
     if (preempted) break;
 
     // Logits of every target this run trained, on the pool and the population.
@@ -263,9 +329,7 @@ int run_mia(Context& context) {
     for (std::int64_t j = 0; j < runs; ++j)
       infos.push_back(Json::parse(read_file(out + "/run_" + std::to_string(j) + "/run.json")));
     Json targets = Json::object();
-    std::string csv =
-        "target,attack,auc,auc_low,auc_high,balanced_accuracy,tpr_at_0.1%,tpr_at_1%,tpr_at_10%,"
-        "members,non_members,mean_test_accuracy,aop\n";
+    std::string csv = csv_header();
     auto score_file_path = out + "/scores.h5";
     PendingFile score_pending(score_file_path);
     auto score_file = io::h5::File::create(score_pending.temp_path());
@@ -294,32 +358,11 @@ int run_mia(Context& context) {
       Json attacks = Json::object();
       io::h5::create_group(score_file, target.name);
       for (const auto& [attack, scores] : privacy::attack_scores(inputs)) {
-        const auto summary = privacy::roc(scores, keep);
-        const auto intervals =
-            privacy::bootstrap_intervals(scores, keep, context.get<int>("bootstrap"), seed);
-        const double aop = accuracy * std::pow(0.5 / std::max(summary.auc, 0.5), 2.0);
-        attacks[attack] = Json{{"auc", summary.auc},
-                               {"balanced_accuracy", summary.balanced_accuracy},
-                               {"tpr_at_0.1%", summary.tpr_at_0_1},
-                               {"tpr_at_1%", summary.tpr_at_1},
-                               {"tpr_at_10%", summary.tpr_at_10},
-                               {"members", summary.members},
-                               {"non_members", summary.non_members},
-                               {"aop", aop},
-                               {"bootstrap_95", intervals},
-                               {"roc", Json{{"fpr", summary.fpr}, {"tpr", summary.tpr}}}};
+        attacks[attack] =
+            summarize_attack(scores, keep, accuracy, context.get<int>("bootstrap"), seed);
         io::h5::write_tensor(score_file, target.name + "/" + attack,
                              scores.to(torch::kFloat32).contiguous());
-        char row[400];
-        std::snprintf(
-            row, sizeof row, "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
-            target.name.c_str(), attack.c_str(), summary.auc,
-            intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[0].get<double>(),
-            intervals.at("auc").empty() ? summary.auc : intervals.at("auc")[1].get<double>(),
-            summary.balanced_accuracy, summary.tpr_at_0_1, summary.tpr_at_1, summary.tpr_at_10,
-            static_cast<long long>(summary.members), static_cast<long long>(summary.non_members),
-            accuracy, aop);
-        csv += row;
+        csv += csv_row(target.name, attack, attacks[attack], accuracy);
       }
       targets[target.name] = Json{{"mean_test_accuracy", accuracy}, {"attacks", attacks}};
     }
@@ -364,6 +407,190 @@ int run_mia(Context& context) {
                     static_cast<long long>(lira.at("non_members").get<std::int64_t>()));
       log::info(line);
     }
+  });
+  record.finish("complete");
+  return exit_code::ok;
+}
+
+// Note [TCKR protocol]
+// TCKR (the text-conditioned KR paper) audits its shipped models with shadows trained
+// on halves of the *test* split and reports the best of 12 LiRA variants. kr runs it
+// as a separate, labelled mode so its numbers can be set beside the paper's; it is the
+// one place kr trains on test, and only shadows do. Challenge set: n random train rows
+// (members of the shipped models) and n random test rows (non-members). Shadow j is a
+// teacher trained on its keep-row half of test, so each test challenge point has IN and
+// OUT shadows and every train challenge point only OUT ones (privacy::lira gives those
+// the mean IN - OUT shift). Picking the best variant by its AUC on the challenge set is
+// TCKR's choice, and optimistic for the attacker; kr's standard LiRA (leave-one-out
+// over the recipe's runs, Note [Leave-one-out LiRA]) is the headline.
+int run_tckr(Context& context) {
+  const auto start = Clock::now();
+  const std::string data_path = context.path_option("data", "data/data.h5");
+  const std::string out = context.path_option("out", "mia-tckr");
+  const auto runs = context.get<std::int64_t>("runs");
+  const auto seed = context.get<std::uint64_t>("seed");
+  if (runs < 2 || runs % 2 != 0) throw UsageError("--runs must be even and at least 2");
+  data::Dataset dataset = io::read_dataset(data_path);
+  const auto n = context.get<std::int64_t>("tckr-members");
+  if (n < 1 || n > dataset.train.size() || n > dataset.test.size())
+    throw UsageError("--tckr-members must be between 1 and the sizes of train and test");
+  const auto member_rows = keyed_subset(dataset.train.size(), n, seed, 0x74636b72 /* "tckr" */);
+  const auto outsider_rows = keyed_subset(dataset.test.size(), n, seed, 0x74657374 /* "test" */);
+  auto challenge = data::take(dataset.train, member_rows);
+  {
+    auto outsiders = data::take(dataset.test, outsider_rows);
+    challenge.images = torch::cat({challenge.images, outsiders.images});
+    challenge.labels = torch::cat({challenge.labels, outsiders.labels});
+  }
+  auto truth = torch::cat({torch::ones({n}, torch::kUInt8), torch::zeros({n}, torch::kUInt8)});
+  auto keep = privacy::balanced_keep_matrix(runs, dataset.test.size(), seed);  // over test
+  // in_mask (M, 2n): train members are OUT of every shadow; test points as keep says.
+  auto in_mask = torch::cat({torch::zeros({runs, n}, torch::kUInt8),
+                             keep.index_select(1, torch::tensor(outsider_rows, torch::kInt64))},
+                            1);
+  const bool mirror = dataset.info.hflip;
+
+  Json settings{{"data_sha256", dataset.info.source_sha256},
+                {"protocol", "tckr"},
+                {"runs", runs},
+                {"members", n},
+                {"seed", seed},
+                {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")}};
+  RunRecord record(context, out);
+  record.add_input("data", data_path);
+  run_on_root(context.comm, [&] {
+    claim_settings(out, settings, "runs");
+    PendingFile pending(out + "/keep.h5");
+    {
+      auto file = io::h5::File::create(pending.temp_path());
+      io::h5::write_tensor(file, "keep", keep);
+      io::h5::write_tensor(file, "member_train_rows", torch::tensor(member_rows, torch::kInt64));
+      io::h5::write_tensor(file, "non_member_test_rows",
+                           torch::tensor(outsider_rows, torch::kInt64));
+      io::h5::set_attr(file, "/", "note",
+                       std::string("TCKR protocol: keep[j][t] = 1: shadow j trained on test row "
+                                   "t; challenge = member_train_rows then non_member_test_rows"));
+      file.close();
+    }
+    pending.commit();
+  });
+
+  bool preempted = false;
+  for (std::int64_t j = context.comm.rank(); j < runs && !preempted; j += context.comm.size()) {
+    const std::string run_dir = out + "/shadow_" + std::to_string(j);
+    if (path_exists(run_dir + "/logits.h5") && step_complete(run_dir)) continue;
+    const auto run_start = Clock::now();
+    make_dirs(run_dir + "/data");
+    std::vector<std::int64_t> rows;
+    const auto* row = keep[j].contiguous().data_ptr<std::uint8_t>();
+    for (std::int64_t t = 0; t < dataset.test.size(); ++t)
+      if (row[t]) rows.push_back(t);
+    const std::string run_data = run_dir + "/data/data.h5";
+    if (!path_exists(run_data)) {
+      data::Dataset subset;
+      subset.info = dataset.info;
+      subset.info.name = dataset.info.name + "-tckr-shadow-" + std::to_string(j);
+      subset.train = data::take(dataset.test, rows);
+      subset.val = dataset.val;
+      subset.test = dataset.val;  // a shadow's "test" is val: test rows are its training data
+      io::write_dataset(subset, run_data);
+    }
+    preempted =
+        !replay_run(context, run_dir, {"train-teacher"}, seed + 1 + static_cast<std::uint64_t>(j));
+    if (preempted) break;
+    PendingFile pending(run_dir + "/logits.h5");
+    {
+      auto model =
+          load_classifier(run_dir + "/teacher", dataset.info.channels, dataset.info.classes);
+      auto file = io::h5::File::create(pending.temp_path());
+      io::h5::write_tensor(file, "shadow", query_logits(model, challenge.images, mirror));
+      file.close();
+    }
+    pending.commit();
+    Json run_info{{"run", j},
+                  {"keep_row_sha256", sha256_bytes(keep[j].contiguous().data_ptr(),
+                                                   static_cast<std::size_t>(keep.size(1)))},
+                  {"members", rows.size()},
+                  {"seed", seed + 1 + static_cast<std::uint64_t>(j)},
+                  {"seconds", seconds_since(run_start)},
+                  {"status", "complete"}};
+    write_file_atomic(run_dir + "/run.json", run_info.dump(2) + "\n");
+    log::rank_info("mia tckr: shadow " + std::to_string(j) + " complete");
+  }
+  auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
+  context.comm.allreduce(flag, comm::ReduceOp::max);
+  if (flag.item<std::int64_t>() != 0) {
+    record.finish("preempted");
+    return exit_code::preempted;
+  }
+
+  run_on_root(context.comm, [&] {
+    std::vector<at::Tensor> shadow_logits;
+    for (std::int64_t j = 0; j < runs; ++j) {
+      auto file = io::h5::File::open_read(out + "/shadow_" + std::to_string(j) + "/logits.h5");
+      shadow_logits.push_back(io::h5::read_tensor(file, "shadow", torch::kFloat32, 3));
+    }
+    const std::pair<std::string, std::string> targets[] = {
+        {"teacher", context.path_option("teacher", "teacher")},
+        {"student", context.path_option("student", "student")},
+        {"student_hard", context.path_option("student-hard", "student-hard")}};
+    Json results_targets = Json::object();
+    std::string csv = csv_header();
+    for (const auto& [name, dir] : targets) {
+      if (!path_exists(dir + "/model.json")) {
+        if (name != "student_hard")
+          log::warn("mia tckr: no model at " + dir + "; " + name + " skipped");
+        continue;
+      }
+      auto model = load_classifier(dir, dataset.info.channels, dataset.info.classes);
+      auto test_logits = query_logits(model, dataset.test.images, false)[0];
+      const double accuracy =
+          test_logits.argmax(-1).eq(dataset.test.labels).to(torch::kFloat64).mean().item<double>();
+      auto target_logits = query_logits(model, challenge.images, mirror);
+      Json variants = Json::object();
+      std::string best;
+      double best_auc = -1;
+      for (const auto& [variant, scores] :
+           privacy::tckr_variants(shadow_logits, in_mask, target_logits, challenge.labels)) {
+        variants[variant] =
+            summarize_attack(scores, truth, accuracy, context.get<int>("bootstrap"), seed);
+        csv += csv_row(name, "tckr_" + variant, variants[variant], accuracy);
+        const double auc = variants[variant].at("auc").get<double>();
+        if (auc > best_auc) {
+          best_auc = auc;
+          best = variant;
+        }
+      }
+      results_targets[name] = Json{{"model", dir},
+                                   {"weights_sha256", model.weights_sha256},
+                                   {"test_accuracy", accuracy},
+                                   {"best_variant", best},
+                                   {"best", variants[best]},
+                                   {"variants", variants}};
+      const auto& b = variants[best];
+      char line[260];
+      std::snprintf(line, sizeof line,
+                    "mia tckr: %-12s acc %.2f %%  best of 12 (%s) AUC %.4f  TPR@0.1%% %.4f  "
+                    "TPR@1%% %.4f",
+                    name.c_str(), 100.0 * accuracy, best.c_str(), b.at("auc").get<double>(),
+                    b.at("tpr_at_0.1%").get<double>(), b.at("tpr_at_1%").get<double>());
+      log::info(line);
+    }
+    Json results{{"step", "mia"},
+                 {"protocol",
+                  "TCKR (labelled exception: shadows trained on halves of the test split, "
+                  "best of 12 LiRA variants chosen on the challenge set itself)"},
+                 {"runs", runs},
+                 {"challenge", Json{{"members", std::to_string(n) + " random train rows"},
+                                    {"non_members", std::to_string(n) + " random test rows"}}},
+                 {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
+                 {"query_augmentations", mirror ? "identity, mirror" : "identity"},
+                 {"targets", results_targets},
+                 {"seconds", seconds_since(start)},
+                 {"world_size", context.comm.size()}};
+    make_dirs(context.workdir() + "/results");
+    write_file_atomic(context.workdir() + "/results/mia-tckr.csv", csv);
+    write_file_atomic(context.workdir() + "/results/mia-tckr.json", results.dump(2) + "\n");
   });
   record.finish("complete");
   return exit_code::ok;

@@ -53,6 +53,34 @@ assert report["teacher_test_accuracy"] > 0.2 and "mia_student" in report
 PY
 pass "pipeline outputs, distinct MIA runs, report"
 
+# TCKR's protocol over the same run: shadows on test halves, 12 variants, best reported.
+"${MPIRUN[@]}" -n 2 "$KR" mia --protocol tckr --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --runs 2 --tckr-members 200 --shadow-epochs 1 --bootstrap 5 > "$WORK/tckr.log" 2>&1 \
+  || { tail -30 "$WORK/tckr.log"; fail "mia --protocol tckr failed"; }
+"$PY" - "$W" <<'PY'
+import json, sys, h5py
+w = sys.argv[1]
+r = json.load(open(f"{w}/results/mia-tckr.json"))
+assert "TCKR" in r["protocol"] and r["runs"] == 2
+for target in ("teacher", "student"):
+    t = r["targets"][target]
+    assert len(t["variants"]) == 12, sorted(t["variants"])
+    aucs = {k: v["auc"] for k, v in t["variants"].items()}
+    assert t["best"]["auc"] == max(aucs.values()) and aucs[t["best_variant"]] == t["best"]["auc"]
+    assert t["best"]["members"] == 200 and t["best"]["non_members"] == 200
+    # The attacked models are the shipped ones: the accuracy kr mia measures is theirs.
+    shipped = json.load(open(f"{w}/results/{'teacher' if target == 'teacher' else 'distill'}.json"))
+    assert abs(t["test_accuracy"] - shipped["test_accuracy"]) < 1e-3, (target, t["test_accuracy"])
+with h5py.File(f"{w}/mia-tckr/keep.h5", "r") as f:
+    keep = f["keep"][...]
+    assert keep.shape[0] == 2 and (keep.sum(0) == 1).all()
+    assert len(f["member_train_rows"]) == 200 and len(f["non_member_test_rows"]) == 200
+for j in range(2):
+    shadow = json.load(open(f"{w}/mia-tckr/shadow_{j}/run.json"))
+    assert shadow["status"] == "complete" and shadow["members"] == keep[j].sum()
+PY
+pass "mia --protocol tckr"
+
 # The same pipeline on a 3x32x32, 100-class fixture (RGB benchmarks).
 make_tiny_cifar100 "$WORK/cifar"
 sed "s|^\[prepare\]|[prepare]\nsource = $WORK/cifar\nval-size = 200|" "$ROOT/configs/tiny.ini" > "$WORK/tiny-rgb.ini"

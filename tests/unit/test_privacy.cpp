@@ -1,6 +1,8 @@
 // Membership-inference maths, distillation targets and the synthetic shards.
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
+#include <set>
 
 #include "fixtures.hpp"
 #include "kr/core/error.hpp"
@@ -113,6 +115,67 @@ TEST(Lira, DetectsMembershipWhenPresentAndNotWhenAbsent) {
       EXPECT_GT(lira, loss + 0.05);  // per-example calibration beats a global threshold
     }
   }
+}
+
+TEST(Tckr, ScoreKindsMatchHandComputedValues) {
+  auto logits = torch::tensor({{{2.0, 0.5, -1.0}, {0.0, 3.0, 1.0}}}, torch::kFloat64);  // (1, 2, 3)
+  auto labels = torch::tensor({0, 2});
+  auto margin = kr::privacy::point_score(logits, labels, kr::privacy::ScoreKind::margin);
+  EXPECT_NEAR(margin[0][0].item<double>(), 1.5, 1e-12);
+  EXPECT_NEAR(margin[0][1].item<double>(), -2.0, 1e-12);
+  auto stable = kr::privacy::point_score(logits, labels, kr::privacy::ScoreKind::stable);
+  auto unstable = kr::privacy::point_score(logits, labels, kr::privacy::ScoreKind::unstable);
+  EXPECT_TRUE(torch::allclose(stable, unstable, 1e-4, 1e-4));
+  // A very confident point: float32 1 - p_y underflows, the unstable score saturates
+  // while the stable one keeps the true log-odds.
+  auto confident = torch::tensor({{{200.0, 0.0, 0.0}}}, torch::kFloat64);
+  auto label0 = torch::tensor({0});
+  EXPECT_NEAR(
+      kr::privacy::point_score(confident, label0, kr::privacy::ScoreKind::stable).item<double>(),
+      200.0 - std::log(2.0), 1e-9);
+  EXPECT_LT(
+      kr::privacy::point_score(confident, label0, kr::privacy::ScoreKind::unstable).item<double>(),
+      100.0);
+}
+
+TEST(Tckr, PointsWithoutInShadowsAreStillScoredByTheMeanShift) {
+  // Half the points (like TCKR's train members) were never IN a shadow; the target has
+  // them as members. Scores: point difficulty d, +2 when trained on.
+  torch::manual_seed(3);
+  const std::int64_t shadows = 8, points = 2000, half = points / 2;
+  auto difficulty = torch::randn({points}, torch::kFloat64) * 2.0;
+  auto keep_test = kr::privacy::balanced_keep_matrix(shadows, half, 1);
+  auto in = torch::cat({torch::zeros({shadows, half}, torch::kUInt8), keep_test}, 1);
+  auto shadow = difficulty + 2.0 * in.to(torch::kFloat64) +
+                0.3 * torch::randn({shadows, points}, torch::kFloat64);
+  auto truth =
+      torch::cat({torch::ones({half}, torch::kUInt8), torch::zeros({half}, torch::kUInt8)});
+  auto target =
+      difficulty + 2.0 * truth.to(torch::kFloat64) + 0.3 * torch::randn({points}, torch::kFloat64);
+  const auto scores = kr::privacy::lira(shadow.unsqueeze(1), in, target.unsqueeze(0));
+  EXPECT_GT(kr::privacy::roc_auc(scores.online_global, truth), 0.95);
+  EXPECT_GT(kr::privacy::roc_auc(scores.offline_global, truth), 0.95);
+  EXPECT_GT(kr::privacy::roc_auc(scores.online_per_example, truth), 0.9);
+  // No membership signal in the target: every variant near chance.
+  auto blind = difficulty + 0.3 * torch::randn({points}, torch::kFloat64);
+  const auto none = kr::privacy::lira(shadow.unsqueeze(1), in, blind.unsqueeze(0));
+  EXPECT_NEAR(kr::privacy::roc_auc(none.offline_global, truth), 0.5, 0.05);
+}
+
+TEST(Tckr, TwelveNamedVariants) {
+  auto inputs = synthetic_runs(1.5, 4, 300);
+  const auto variants =
+      kr::privacy::tckr_variants(inputs.logits, inputs.keep, inputs.logits[0], inputs.labels);
+  ASSERT_EQ(variants.size(), 12u);
+  std::set<std::string> names;
+  for (const auto& [name, scores] : variants) {
+    names.insert(name);
+    EXPECT_EQ(scores.sizes(), (std::vector<std::int64_t>{300}));
+    EXPECT_FALSE(scores.isnan().any().item<bool>()) << name;
+  }
+  EXPECT_EQ(names.size(), 12u);
+  EXPECT_TRUE(names.count("online_global_stable") && names.count("offline_per_example_margin") &&
+              names.count("online_global_unstable"));
 }
 
 TEST(Distillation, SoftTargetsAreTheTemperedSoftmaxAndSmoothingMixesUniform) {

@@ -21,6 +21,31 @@ namespace kr::privacy {
 // phi = log p_y - log(sum_{k != y} p_k) from logits (..., K) in float64.
 at::Tensor logit_scaled_confidence(const at::Tensor& logits, const at::Tensor& labels);
 
+// Per-point membership scores from logits (..., P, K), float64 (..., P):
+// stable = phi above (log-sum-exp in float64); unstable = log p_y - log(1 - p_y) from
+// float32 softmax (saturates for confident points, as naive code does); margin =
+// z_y - max_{k != y} z_k (the logit margin).
+enum class ScoreKind { stable, unstable, margin };
+at::Tensor point_score(const at::Tensor& logits, const at::Tensor& labels, ScoreKind kind);
+
+// LiRA fitted on shadow scores (S, A, P) with in_mask (S, P) (1: that shadow trained on
+// the point) and applied to the target's scores (A, P); each result is (P), averaged over
+// the A augmentations. A point with no IN shadow uses its OUT mean plus the mean IN - OUT
+// shift of the points that have both; per-example variance falls back to the global one
+// where a point has fewer than 2 shadows of a kind.
+struct LiraScores {
+  at::Tensor online_global, online_per_example, offline_global, offline_per_example;
+};
+LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
+                const at::Tensor& target);
+
+// TCKR's 12 variants (Note [TCKR protocol]): {online, offline} x {global, per_example}
+// x {stable, unstable, margin}, named e.g. "online_global_stable"; shadow_logits[s] is
+// (A, P, K), target_logits (A, P, K).
+std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
+    const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
+    const at::Tensor& target_logits, const at::Tensor& labels);
+
 // Inputs for one attacked recipe: logits[j] of run j on the pool, shape (A, P, K)
 // (A query augmentations), pool labels (P), keep (M, P) bool.
 struct AttackInputs {
