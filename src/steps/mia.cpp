@@ -21,6 +21,7 @@
 #include "kr/io/h5.hpp"
 #include "kr/privacy/attacks.hpp"
 #include "kr/steps/artifacts.hpp"
+#include "kr/steps/pipeline.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
@@ -36,7 +37,7 @@ void add_mia_options(po::options_description& options) {
       ("out", po::value<std::string>()->default_value(""), "directory of the runs (default: <workdir>/mia)")
       ("runs", po::value<std::int64_t>()->default_value(8), "M: runs of the recipe, each on a random half of the pool (even)")
       ("pool-size", po::value<std::int64_t>()->default_value(10000), "real train images in the membership pool (a keyed random subset)")
-      ("replay", po::value<std::string>()->default_value("train-teacher,train-generator,generate,distill"), "steps each run replays, in order")
+      ("pipeline", po::value<std::string>()->default_value("kr"), "pipeline each run replays (jobs/<name>.pipeline or a file): its training steps (train-teacher, train-generator, generate, distill), in its order and run directories")
       ("shadow-epochs", po::value<std::int64_t>()->default_value(0), "cost control: --epochs of every replayed training step (0: as configured)")
       ("hard-control", po::bool_switch(), "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", po::value<std::int64_t>()->default_value(1000), "val images used as RMIA's population (never trained on)")
@@ -50,23 +51,17 @@ void add_mia_options(po::options_description& options) {
   // clang-format on
 }
 
-// The run directory each replayed step writes (as in jobs/kr.pipeline).
-std::string step_directory(const std::string& step) {
-  if (step == "train-teacher") return "teacher";
-  if (step == "train-generator") return "generator";
-  if (step == "generate") return "pool";
-  if (step == "distill") return "student";
-  throw UsageError("--replay: '" + step + "' is not a step a run can replay");
-}
-
-bool step_complete(const std::string& run_dir) {
-  const std::string path = run_dir + "/run.json";
-  if (!path_exists(path)) return false;
-  try {
-    return Json::parse(read_file(path)).value("status", "") == "complete";
-  } catch (const std::exception&) {
-    return false;
-  }
+// The lines of a pipeline a membership run replays: its training steps.
+std::vector<PipelineStep> replayed_steps(const std::string& pipeline) {
+  const std::string path = pipeline_path(pipeline);
+  std::vector<PipelineStep> steps;
+  for (auto& step : read_pipeline(path))
+    if (step.step == "train-teacher" || step.step == "train-generator" || step.step == "generate" ||
+        step.step == "distill")
+      steps.push_back(std::move(step));
+  if (steps.empty())
+    throw UsageError(path + ": no training step for the membership runs to replay");
+  return steps;
 }
 
 // Logits (A, N, K) of a classifier on real images under the query augmentations.
@@ -155,35 +150,25 @@ std::string csv_row(const std::string& target, const std::string& attack, const 
   return row;
 }
 
-// Replays `steps` in <run_dir> (its data in <run_dir>/data) through the steps' own
-// code on a single-rank communicator, skipping steps already complete. Returns false
-// when a step was preempted.
-bool replay_run(Context& context, const std::string& run_dir, const std::vector<std::string>& steps,
+// Replays `steps` in <run_dir> (its data in <run_dir>/data) through the pipeline
+// runner on a single-rank communicator (whole runs are dealt to ranks), skipping steps
+// already complete. Returns false when a step was preempted.
+bool replay_run(Context& context, const std::string& run_dir, std::vector<PipelineStep> steps,
                 std::uint64_t seed) {
   const std::string config =
       context.options.count("config") ? context.get<std::string>("config") : "";
-  comm::SelfCommunicator self;
   std::vector<std::string> common = {"--workdir", run_dir, "--seed", std::to_string(seed)};
   if (!config.empty()) common.insert(common.begin(), {"--config", config});
   const auto shadow_epochs = context.get<std::int64_t>("shadow-epochs");
-  for (const auto& step : steps) {
-    const bool hard = step == "distill-hard";
-    const std::string name = hard ? "distill" : step;
-    const std::string dir =
-        run_dir + "/" + (hard ? std::string("student-hard") : step_directory(step));
-    if (step_complete(dir)) continue;
-    auto args = common;
-    if (shadow_epochs > 0 && name != "generate")
-      args.insert(args.end(), {"--epochs", std::to_string(shadow_epochs)});
-    if (hard)
-      args.insert(args.end(),
-                  {"--targets", "hard", "--out", dir, "--results-name", "distill-hard"});
-    log::record(Json{{"event", "mia_run_step"}, {"run", run_dir}, {"step", step}});
-    const int code = run_nested_step(context, self, name, args);
-    if (code == exit_code::preempted) return false;
-    if (code != exit_code::ok)
-      throw Error(run_dir + ": " + step + " failed with exit code " + std::to_string(code));
-  }
+  if (shadow_epochs > 0)
+    for (auto& step : steps)
+      if (step.step != "generate")
+        step.options.insert(step.options.end(), {"--epochs", std::to_string(shadow_epochs)});
+  comm::SelfCommunicator self;
+  const int code = run_pipeline(context, self, steps, run_dir, common);
+  if (code == exit_code::preempted) return false;
+  if (code != exit_code::ok)
+    throw Error(run_dir + ": a replayed step failed with exit code " + std::to_string(code));
   return true;
 }
 
@@ -205,8 +190,14 @@ int run_mia(Context& context) {
     throw UsageError(
         "--runs must be at least 4: with leave-one-out each point then has IN and OUT "
         "shadows (M = 2 leaves every point with one kind only)");
-  const auto replay = split_list(context.get<std::string>("replay"));
-  for (const auto& step : replay) step_directory(step);
+  auto replay = replayed_steps(context.get<std::string>("pipeline"));
+  std::vector<std::string> replay_names;
+  for (const auto& step : replay) replay_names.push_back(step.step);
+  if (context.get<bool>("hard-control"))
+    replay.push_back(PipelineStep{"distill",
+                                  "student-hard",
+                                  {"--targets", "hard", "--out", "{workdir}/student-hard",
+                                   "--results-name", "distill-hard"}});
   data::Dataset dataset = io::read_dataset(data_path);
   const std::int64_t pool_size =
       std::min(context.get<std::int64_t>("pool-size"), dataset.train.size());
@@ -230,7 +221,7 @@ int run_mia(Context& context) {
                 {"runs", runs},
                 {"pool_size", pool_size},
                 {"seed", seed},
-                {"replay", replay},
+                {"replay", replay_names},
                 {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
                 {"hard_control", context.get<bool>("hard-control")},
                 {"config", config}};
@@ -257,7 +248,7 @@ int run_mia(Context& context) {
   bool preempted = false;
   for (std::int64_t j = context.comm.rank(); j < runs && !preempted; j += context.comm.size()) {
     const std::string run_dir = out + "/run_" + std::to_string(j);
-    if (path_exists(run_dir + "/logits.h5") && step_complete(run_dir)) continue;
+    if (path_exists(run_dir + "/logits.h5") && run_complete(run_dir)) continue;
     const auto run_start = Clock::now();
     make_dirs(run_dir + "/data");
     std::vector<std::int64_t> members;
@@ -276,9 +267,7 @@ int run_mia(Context& context) {
       subset.test = dataset.test;
       io::write_dataset(subset, run_data);
     }
-    auto steps = replay;
-    if (context.get<bool>("hard-control")) steps.push_back("distill-hard");
-    preempted = !replay_run(context, run_dir, steps, seed + 1 + static_cast<std::uint64_t>(j));
+    preempted = !replay_run(context, run_dir, replay, seed + 1 + static_cast<std::uint64_t>(j));
     if (preempted) break;
 
     // Logits of every target this run trained, on the pool and the population.
@@ -376,7 +365,7 @@ int run_mia(Context& context) {
                    {"runs", runs},
                    {"pool_size", pool_size},
                    {"members_per_run", pool_size / 2},
-                   {"replay", replay},
+                   {"replay", replay_names},
                    {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
                    {"query_augmentations", mirror ? "identity, mirror" : "identity"},
                    {"rmia", Json{{"a", context.get<double>("rmia-a")},
@@ -478,7 +467,7 @@ int run_tckr(Context& context) {
   bool preempted = false;
   for (std::int64_t j = context.comm.rank(); j < runs && !preempted; j += context.comm.size()) {
     const std::string run_dir = out + "/shadow_" + std::to_string(j);
-    if (path_exists(run_dir + "/logits.h5") && step_complete(run_dir)) continue;
+    if (path_exists(run_dir + "/logits.h5") && run_complete(run_dir)) continue;
     const auto run_start = Clock::now();
     make_dirs(run_dir + "/data");
     std::vector<std::int64_t> rows;
@@ -495,8 +484,8 @@ int run_tckr(Context& context) {
       subset.test = dataset.val;  // a shadow's "test" is val: test rows are its training data
       io::write_dataset(subset, run_data);
     }
-    preempted =
-        !replay_run(context, run_dir, {"train-teacher"}, seed + 1 + static_cast<std::uint64_t>(j));
+    preempted = !replay_run(context, run_dir, {PipelineStep{"train-teacher", "teacher", {}}},
+                            seed + 1 + static_cast<std::uint64_t>(j));
     if (preempted) break;
     PendingFile pending(run_dir + "/logits.h5");
     {

@@ -11,11 +11,12 @@ Step generate_step();
 Step distill_step();
 Step mia_step();
 Step report_step();
+Step run_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
       prepare_step(), train_teacher_step(), train_generator_step(), sample_step(), generate_step(),
-      distill_step(), mia_step(),           report_step(),          bench_step()};
+      distill_step(), mia_step(),           report_step(),          bench_step(), run_step()};
   return steps;
 }
 

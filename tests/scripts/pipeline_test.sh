@@ -53,6 +53,18 @@ assert report["teacher_test_accuracy"] > 0.2 and "mia_student" in report
 PY
 pass "pipeline outputs, distinct MIA runs, report"
 
+# kr run resumes: every step with a complete run directory is skipped (the report always runs).
+"$ROOT/tools/run-pipeline" --ranks 2 --config "$ROOT/configs/tiny.ini" --workdir "$W" --kr "$KR" \
+  > "$WORK/again.log" 2>&1 || { tail -20 "$WORK/again.log"; fail "rerun failed"; }
+[[ $(grep -c "complete in .*, skipped" "$WORK/again.log") == 6 ]] || { cat "$WORK/again.log"; fail "rerun did not skip the 6 complete steps"; }
+# A failing step stops the pipeline with its exit code; later steps do not run.
+printf 'train-teacher teacher-x --data {workdir}/absent.h5 --out {workdir}/teacher-x\nreport -\n' > "$WORK/bad.pipeline"
+expect_exit 1 "${MPIRUN[@]}" -n 2 "$KR" run --pipeline "$WORK/bad.pipeline" --config "$ROOT/configs/tiny.ini" --workdir "$W"
+expect_output "absent.h5"
+expect_output "pipeline: train-teacher in $W/teacher-x failed; later steps not run"
+if grep -q "== report" "$WORK/out"; then fail "a step after the failure ran"; fi
+pass "kr run: resume skips complete steps, a failure stops the pipeline"
+
 # TCKR's protocol over the same run: shadows on test halves, 12 variants, best reported.
 "${MPIRUN[@]}" -n 2 "$KR" mia --protocol tckr --config "$ROOT/configs/tiny.ini" --workdir "$W" \
   --runs 2 --tckr-members 200 --shadow-epochs 1 --bootstrap 5 > "$WORK/tckr.log" 2>&1 \

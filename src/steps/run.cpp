@@ -1,0 +1,44 @@
+// `kr run`: a whole pipeline (jobs/<name>.pipeline) in one launch, step after step on
+// the same ranks, skipping steps whose run directory is complete (resume after a
+// failure or a preemption by running the same command again).
+#include "kr/comm/communicator.hpp"
+#include "kr/core/clock.hpp"
+#include "kr/core/error.hpp"
+#include "kr/core/log.hpp"
+#include "kr/steps/pipeline.hpp"
+#include "kr/steps/step.hpp"
+
+namespace kr::steps {
+
+namespace {
+
+void add_run_options(po::options_description& options) {
+  // clang-format off
+  options.add_options()
+      ("pipeline", po::value<std::string>()->default_value("kr"), "pipeline name (jobs/<name>.pipeline) or file");
+  // clang-format on
+}
+
+int run_run(Context& context) {
+  const auto start = Clock::now();
+  const std::string path = pipeline_path(context.get<std::string>("pipeline"));
+  const auto steps = read_pipeline(path);
+  std::vector<std::string> common = {"--workdir", context.workdir(), "--seed",
+                                     std::to_string(context.get<std::uint64_t>("seed"))};
+  const auto config = context.get<std::string>("config");
+  if (!config.empty()) common.insert(common.begin(), {"--config", config});
+  const int code = run_pipeline(context, context.comm, steps, context.workdir(), common);
+  if (code == exit_code::ok)
+    log::info("run: " + path + " complete in " +
+              std::to_string(static_cast<long long>(seconds_since(start))) + " s");
+  return code;
+}
+
+}  // namespace
+
+Step run_step() {
+  return Step{"run", "a whole pipeline (jobs/*.pipeline) step after step, skipping complete steps",
+              add_run_options, run_run};
+}
+
+}  // namespace kr::steps
