@@ -3,6 +3,7 @@
 # again (quiet when all is present). Then checks that LibTorch's BLAS is OpenBLAS.
 #   tools/install-deps.sh           build, tests, quick start
 #   tools/install-deps.sh --bench   also Python PyTorch for the benchmark reference
+#   tools/install-deps.sh --slurm   also Slurm and munge (the `slurm` test label)
 set -euo pipefail
 
 packages=(build-essential cmake ccache git pkg-config python3
@@ -11,9 +12,13 @@ packages=(build-essential cmake ccache git pkg-config python3
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
           python3-numpy python3-h5py dataset-fashion-mnist)
-if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch)
-fi
+for flag in "$@"; do
+  case "$flag" in
+    --bench) packages+=(python3-torch) ;;
+    --slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
+    *) echo "install-deps: unknown option $flag" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for package in "${packages[@]}"; do
@@ -27,6 +32,14 @@ if (( ${#missing[@]} > 0 )); then
   sudo_cmd=()
   if [[ $(id -u) != 0 ]]; then sudo_cmd=(sudo); fi
   "${sudo_cmd[@]}" apt-get update -qq
+  # No systemd here: keep the daemons' packages from trying to start services
+  # (tests start a private cluster themselves, tools/slurm-local).
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" > /dev/null
+    "${sudo_cmd[@]}" chmod +x "$policy"
+    trap '"${sudo_cmd[@]}" rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     > /tmp/kr-install-deps.log 2>&1 || { tail -30 /tmp/kr-install-deps.log; echo "install-deps: apt-get failed" >&2; exit 1; }
 fi

@@ -3,13 +3,13 @@
 # the time per ctest label.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-"$root/tools/install-deps.sh"
+"$root/tools/install-deps.sh" --slurm
 "$root/tools/build.sh"
 build="${KR_BUILD_DIR:-$root/build}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 status=0
 summary=""
-for label in unit mpi pipeline; do
+for label in unit mpi pipeline slurm; do
   start=$(date +%s)
   ctest --test-dir "$build" -L "^${label}\$" --output-on-failure --timeout 900 || status=1
   summary+="label ${label}: $(( $(date +%s) - start )) s"$'\n'

@@ -60,6 +60,8 @@ void store_config_file(const std::string& path, const std::string& step,
     if (sectioned) {
       const std::string section = key.substr(0, dot);
       name = key.substr(dot + 1);
+      // [slurm] and [slurm.<step>]: job resources for slurm/submit, not kr options.
+      if (section == "slurm") continue;
       if (section != step) {
         if (!steps::find_step(section))
           throw UsageError(path + ": unknown section [" + section + "]");
