@@ -5,8 +5,8 @@
 
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
-#include "kr/core/strings.hpp"
 #include "kr/core/log.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/step.hpp"
 
@@ -167,7 +167,7 @@ std::string svg_plot(const std::string& title, const std::string& x_label,
 
 struct RunSummary {
   std::string workdir;
-  Json teacher, generator, generate, distill, mia;
+  Json teacher, generator, generate, distill, mia, tckr;
 };
 
 RunSummary load_run(const std::string& workdir) {
@@ -178,6 +178,7 @@ RunSummary load_run(const std::string& workdir) {
   run.generate = load_json(workdir + "/results/generate.json");
   run.distill = load_json(workdir + "/results/distill.json");
   run.mia = load_json(workdir + "/results/mia.json");
+  run.tckr = load_json(workdir + "/results/mia-tckr.json");
   if (run.teacher.is_null() && run.distill.is_null())
     throw Error(workdir + "/results: no teacher.json or distill.json; run the pipeline first");
   return run;
@@ -211,6 +212,13 @@ Json summary_json(const RunSummary& run) {
         {"aop", attack.at("aop")},
         {"recipe_mean_test_accuracy", run.mia.at("targets").at(target).at("mean_test_accuracy")}};
   }
+  if (!run.tckr.is_null())
+    for (const auto& target : run.tckr.at("targets").items())
+      summary["tckr_" + target.key()] =
+          Json{{"best_variant", target.value().at("best_variant")},
+               {"auc", target.value().at("best").at("auc")},
+               {"tpr_at_0.1%", target.value().at("best").at("tpr_at_0.1%")},
+               {"test_accuracy", target.value().at("test_accuracy")}};
   Json cost = Json::array();
   auto add_cost = [&](const std::string& step, const Json& json, const std::string& seconds_key) {
     if (json.is_null()) return;
@@ -272,6 +280,22 @@ std::string run_section(const RunSummary& run, const Json& summary) {
     html << svg_plot("LiRA online ROC (log-log)", "false positive rate", "true positive rate",
                      curves, true, true)
          << "\n";
+  }
+  if (!run.tckr.is_null()) {
+    html << "<h3>TCKR's protocol (labelled: shadows trained on test halves, best of 12 variants "
+            "chosen on the challenge set; M = "
+         << run.tckr.value("runs", 0)
+         << ")</h3>\n<table><tr><th>target</th><th>test accuracy</th><th>best variant</th>"
+            "<th>AUC</th><th>TPR@0.1 %</th><th>TPR@1 %</th><th>AOP</th></tr>";
+    for (const auto& target : run.tckr.at("targets").items()) {
+      const auto& t = target.value();
+      const auto& b = t.at("best");
+      html << "<tr><td>" << escape(target.key()) << "</td><td>" << percent(t.at("test_accuracy"))
+           << "</td><td>" << escape(t.value("best_variant", "")) << "</td><td>"
+           << number(b.at("auc")) << "</td><td>" << number(b.at("tpr_at_0.1%")) << "</td><td>"
+           << number(b.at("tpr_at_1%")) << "</td><td>" << percent(b.at("aop")) << "</td></tr>";
+    }
+    html << "</table>\n";
   }
   std::vector<Series> training;
   auto add_curve = [&](const std::string& name, const Json& results) {

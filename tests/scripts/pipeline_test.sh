@@ -91,7 +91,11 @@ for j in range(2):
     shadow = json.load(open(f"{w}/mia-tckr/shadow_{j}/run.json"))
     assert shadow["status"] == "complete" and shadow["members"] == keep[j].sum()
 PY
-pass "mia --protocol tckr"
+expect_exit 0 "$KR" report --workdir "$W"
+grep -q "TCKR's protocol" "$W/results/report.html" || fail "report lacks the TCKR table"
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; assert "tckr_teacher" in r and "tckr_student" in r, r.keys()' \
+  "$W/results/report.json"
+pass "mia --protocol tckr, and its table in the report"
 
 # The same pipeline on a 3x32x32, 100-class fixture (RGB benchmarks).
 make_tiny_cifar100 "$WORK/cifar"
