@@ -26,7 +26,8 @@ std::vector<std::int64_t> parse_int_list(const std::string& text, const std::str
     char* end = nullptr;
     const long long value = std::strtoll(item.c_str(), &end, 10);
     if (end == item.c_str() || *end != '\0')
-      throw UsageError("--" + option + ": '" + item + "' is not an integer (a comma-separated list)");
+      throw UsageError("--" + option + ": '" + item +
+                       "' is not an integer (a comma-separated list)");
     values.push_back(value);
   }
   return values;

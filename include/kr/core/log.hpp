@@ -14,11 +14,11 @@ int rank();
 void open_jsonl(const std::string& run_dir);  // logs/rank_<r>.jsonl; idempotent per directory
 void close_jsonl();
 
-void info(const std::string& message);   // rank 0 only, stdout
+void info(const std::string& message);       // rank 0 only, stdout
 void rank_info(const std::string& message);  // any rank, stdout (work dealt to ranks)
-void warn(const std::string& message);   // any rank, stderr, also recorded
-void error(const std::string& message);  // any rank, stderr, also recorded
-void record(Json event);                 // JSON line to this rank's log, with time and rank
+void warn(const std::string& message);       // any rank, stderr, also recorded
+void error(const std::string& message);      // any rank, stderr, also recorded
+void record(Json event);                     // JSON line to this rank's log, with time and rank
 bool stdout_is_tty();
 
 }  // namespace kr::log

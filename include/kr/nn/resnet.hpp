@@ -35,8 +35,8 @@ TORCH_MODULE(BasicBlock);
 class ResNet20Impl : public torch::nn::Module {
  public:
   explicit ResNet20Impl(const ResNetShape& shape);
-  at::Tensor forward(const at::Tensor& x);   // logits (B, K)
-  at::Tensor features(const at::Tensor& x);  // penultimate, (B, 4w)
+  at::Tensor forward(const at::Tensor& x);          // logits (B, K)
+  at::Tensor features(const at::Tensor& x);         // penultimate, (B, 4w)
   at::Tensor classify(const at::Tensor& features);  // the linear head
   const ResNetShape& shape() const { return shape_; }
 

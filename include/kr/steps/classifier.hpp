@@ -79,8 +79,8 @@ struct ClassifierResult {
 // measures test and val accuracy once, and (rank 0) writes <run_dir>/model.pt and
 // model.json.
 ClassifierResult finish_classifier(Context& context, ClassifierTask& task,
-                                   train::CheckpointManager& checkpoints, const std::string& run_dir,
-                                   const data::Dataset& dataset);
+                                   train::CheckpointManager& checkpoints,
+                                   const std::string& run_dir, const data::Dataset& dataset);
 
 // epoch,train_loss,val_accuracy,... from the trainer's history.
 void write_history_csv(const std::string& path, const Json& history,

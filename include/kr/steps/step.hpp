@@ -29,7 +29,8 @@ struct StepOptions {
   po::variables_map values;
   Json config;
 };
-using OptionParser = std::function<StepOptions(const Step& step, const std::vector<std::string>& args)>;
+using OptionParser =
+    std::function<StepOptions(const Step& step, const std::vector<std::string>& args)>;
 
 struct Context {
   comm::Communicator& comm;
