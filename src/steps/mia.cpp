@@ -110,6 +110,40 @@ std::vector<std::int64_t> keyed_subset(std::int64_t total, std::int64_t n, std::
   return order;
 }
 
+// The positions where keep row `row` (uint8, one per point) is set.
+std::vector<std::int64_t> kept_positions(const at::Tensor& row) {
+  const auto contiguous = row.contiguous();
+  const auto* data = contiguous.data_ptr<std::uint8_t>();
+  std::vector<std::int64_t> kept;
+  for (std::int64_t x = 0; x < contiguous.numel(); ++x)
+    if (data[x]) kept.push_back(x);
+  return kept;
+}
+
+// Writes <run_dir>/data/data.h5 once: train = `rows` of `source`, val as the data set's,
+// test = `test`; a rerun keeps the file already there.
+void write_run_data(const std::string& run_dir, const data::Dataset& dataset,
+                    const data::ImageSet& source, const std::vector<std::int64_t>& rows,
+                    const data::ImageSet& test, const std::string& name) {
+  const std::string path = run_dir + "/data/data.h5";
+  if (path_exists(path)) return;
+  make_dirs(run_dir + "/data");
+  data::Dataset subset;
+  subset.info = dataset.info;
+  subset.info.name = name;
+  subset.train = data::take(source, rows);
+  subset.val = dataset.val;
+  subset.test = test;
+  io::write_dataset(subset, path);
+}
+
+// Every rank learns whether any rank's runs were preempted.
+bool any_rank_preempted(comm::Communicator& comm, bool preempted) {
+  auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
+  comm.allreduce(flag, comm::ReduceOp::max);
+  return flag.item<std::int64_t>() != 0;
+}
+
 // One attack's figures: ROC summary, 95 % bootstrap intervals, AOP = acc * (0.5 / AUC)^2.
 Json summarize_attack(const at::Tensor& scores, const at::Tensor& members, double accuracy,
                       int bootstrap, std::uint64_t seed) {
@@ -250,23 +284,12 @@ int run_mia(Context& context) {
     const std::string run_dir = out + "/run_" + std::to_string(j);
     if (path_exists(run_dir + "/logits.h5") && run_complete(run_dir)) continue;
     const auto run_start = Clock::now();
-    make_dirs(run_dir + "/data");
     std::vector<std::int64_t> members;
-    const auto* row = keep[j].contiguous().data_ptr<std::uint8_t>();
-    for (std::int64_t x = 0; x < pool_size; ++x)
-      if (row[x]) members.push_back(pool_indices[x]);
+    for (auto x : kept_positions(keep[j])) members.push_back(pool_indices[x]);
     const std::string keep_sha =
         sha256_bytes(keep[j].contiguous().data_ptr(), static_cast<std::size_t>(pool_size));
-    const std::string run_data = run_dir + "/data/data.h5";
-    if (!path_exists(run_data)) {
-      data::Dataset subset;
-      subset.info = dataset.info;
-      subset.info.name = dataset.info.name + "-mia-run-" + std::to_string(j);
-      subset.train = data::take(dataset.train, members);
-      subset.val = dataset.val;
-      subset.test = dataset.test;
-      io::write_dataset(subset, run_data);
-    }
+    write_run_data(run_dir, dataset, dataset.train, members, dataset.test,
+                   dataset.info.name + "-mia-run-" + std::to_string(j));
     preempted = !replay_run(context, run_dir, replay, seed + 1 + static_cast<std::uint64_t>(j));
     if (preempted) break;
 
@@ -305,9 +328,7 @@ int run_mia(Context& context) {
                    " s");
   }
 
-  auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
-  context.comm.allreduce(flag, comm::ReduceOp::max);
-  if (flag.item<std::int64_t>() != 0) {
+  if (any_rank_preempted(context.comm, preempted)) {
     record.finish("preempted");
     return exit_code::preempted;
   }
@@ -469,21 +490,10 @@ int run_tckr(Context& context) {
     const std::string run_dir = out + "/shadow_" + std::to_string(j);
     if (path_exists(run_dir + "/logits.h5") && run_complete(run_dir)) continue;
     const auto run_start = Clock::now();
-    make_dirs(run_dir + "/data");
-    std::vector<std::int64_t> rows;
-    const auto* row = keep[j].contiguous().data_ptr<std::uint8_t>();
-    for (std::int64_t t = 0; t < dataset.test.size(); ++t)
-      if (row[t]) rows.push_back(t);
-    const std::string run_data = run_dir + "/data/data.h5";
-    if (!path_exists(run_data)) {
-      data::Dataset subset;
-      subset.info = dataset.info;
-      subset.info.name = dataset.info.name + "-tckr-shadow-" + std::to_string(j);
-      subset.train = data::take(dataset.test, rows);
-      subset.val = dataset.val;
-      subset.test = dataset.val;  // a shadow's "test" is val: test rows are its training data
-      io::write_dataset(subset, run_data);
-    }
+    const auto rows = kept_positions(keep[j]);
+    // A shadow's "test" is val: test rows are its training data.
+    write_run_data(run_dir, dataset, dataset.test, rows, dataset.val,
+                   dataset.info.name + "-tckr-shadow-" + std::to_string(j));
     preempted = !replay_run(context, run_dir, {PipelineStep{"train-teacher", "teacher", {}}},
                             seed + 1 + static_cast<std::uint64_t>(j));
     if (preempted) break;
@@ -506,9 +516,7 @@ int run_tckr(Context& context) {
     write_file_atomic(run_dir + "/run.json", run_info.dump(2) + "\n");
     log::rank_info("mia tckr: shadow " + std::to_string(j) + " complete");
   }
-  auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
-  context.comm.allreduce(flag, comm::ReduceOp::max);
-  if (flag.item<std::int64_t>() != 0) {
+  if (any_rank_preempted(context.comm, preempted)) {
     record.finish("preempted");
     return exit_code::preempted;
   }
