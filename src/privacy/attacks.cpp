@@ -71,11 +71,49 @@ at::Tensor point_score(const at::Tensor& logits, const at::Tensor& labels, Score
   throw Error("point_score: unknown score kind");
 }
 
+namespace {
+
+// Uniform keys (S, P) that pick which shadows of the majority kind a point keeps when
+// run `target` is scored (Note [Balanced leave-one-out shadows]); keyed, so reproducible.
+at::Tensor shadow_drop_keys(const std::vector<std::int64_t>& shadows, std::int64_t target,
+                            std::int64_t points) {
+  auto keys = torch::empty({static_cast<std::int64_t>(shadows.size()), points}, torch::kFloat64);
+  auto access = keys.accessor<double, 2>();
+  for (std::size_t s = 0; s < shadows.size(); ++s)
+    for (std::int64_t x = 0; x < points; ++x) {
+      KeyedRng rng(stream_key(static_cast<std::uint64_t>(target), Purpose::shadow_drop,
+                              static_cast<std::uint64_t>(shadows[s]),
+                              static_cast<std::uint64_t>(x)));
+      access[static_cast<std::int64_t>(s)][x] = rng.uniform();
+    }
+  return keys;
+}
+
+}  // namespace
+
 LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
-                const at::Tensor& target) {
-  auto shadow = shadow_scores.to(torch::kFloat64);     // (S, A, P)
-  auto in = in_mask.to(torch::kFloat64).unsqueeze(1);  // (S, 1, P)
+                const at::Tensor& target, const at::Tensor& balance_keys) {
+  auto shadow = shadow_scores.to(torch::kFloat64);  // (S, A, P)
+  auto in = in_mask.to(torch::kFloat64);            // (S, P)
   auto out = 1.0 - in;
+  if (balance_keys.defined()) {
+    // Note [Balanced leave-one-out shadows]: per point, the n lowest-keyed shadows of
+    // each kind, n = the minority kind's count.
+    auto n = torch::minimum(in.sum(0), out.sum(0));  // (P)
+    auto keep_all = n.eq(0.0);                       // no pairs: keep every shadow
+    auto keys = balance_keys.to(torch::kFloat64);
+    const double never = std::numeric_limits<double>::infinity();
+    auto lowest = [&](const at::Tensor& kind) {
+      auto rank = torch::where(kind.gt(0.5), keys, torch::full_like(keys, never))
+                      .argsort(/*dim=*/0, /*descending=*/false)
+                      .argsort(/*dim=*/0, /*descending=*/false);
+      return kind * torch::logical_or(rank.lt(n), keep_all).to(torch::kFloat64);
+    };
+    in = lowest(in);
+    out = lowest(out);
+  }
+  in = in.unsqueeze(1);  // (S, 1, P)
+  out = out.unsqueeze(1);
   auto has_in = in.sum(0).gt(0.0);  // (1, P)
   auto has_out = out.sum(0).gt(0.0);
   auto n_in = in.sum(0).clamp_min(1.0);  // (1, P)
@@ -160,7 +198,8 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     for (std::int64_t i = 0; i < runs; ++i)
       if (i != j) others.push_back(i);
     auto index = torch::tensor(others, torch::kInt64);
-    const auto fitted = lira(phi.index_select(0, index), keep_f.index_select(0, index), phi[j]);
+    const auto fitted = lira(phi.index_select(0, index), keep_f.index_select(0, index), phi[j],
+                             shadow_drop_keys(others, j, points));
     online_global[j] = fitted.online_global;
     online_per_example[j] = fitted.online_per_example;
     offline_global[j] = fitted.offline_global;

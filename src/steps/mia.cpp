@@ -394,8 +394,11 @@ int run_mia(Context& context) {
                                  {"population", std::to_string(population_size) +
                                                     " val images (never trained on)"}}},
                    {"variance_note",
-                    "per-example variances from M-1 shadows are underpowered at small M; the "
-                    "global-variance attacks are the headline"},
+                    "each point is scored with equal numbers of IN and OUT shadows (M/2 - 1 "
+                    "each, the majority kind dropped at random; unbiased without signal); "
+                    "per-example variances from so few "
+                    "shadows are noisy at small M, so the global-variance attacks are the "
+                    "headline"},
                    {"shipped", Json{{"teacher_test_accuracy", shipped("teacher.json")},
                                     {"student_test_accuracy", shipped("distill.json")}}},
                    {"targets", targets},

@@ -28,6 +28,7 @@ enum class Purpose : std::uint64_t {
   dropout = 11,
   init = 12,
   mix = 13,
+  shadow_drop = 14,
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mixer.
