@@ -4,6 +4,7 @@
 #   tools/install-deps.sh           build, tests, quick start
 #   tools/install-deps.sh --bench   also Python PyTorch for the benchmark reference
 #   tools/install-deps.sh --slurm   also Slurm and munge (the `slurm` test label)
+#   tools/install-deps.sh --browser also Chromium (tools/report-screenshot)
 set -euo pipefail
 
 packages=(build-essential cmake ccache git pkg-config python3
@@ -11,11 +12,12 @@ packages=(build-essential cmake ccache git pkg-config python3
           openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
-          python3-numpy python3-h5py dataset-fashion-mnist)
+          python3-numpy python3-h5py python3-matplotlib dataset-fashion-mnist)
 for flag in "$@"; do
   case "$flag" in
     --bench) packages+=(python3-torch) ;;
     --slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
+    --browser) packages+=(chromium) ;;
     *) echo "install-deps: unknown option $flag" >&2; exit 2 ;;
   esac
 done

@@ -97,6 +97,34 @@ grep -q "TCKR's protocol" "$W/results/report.html" || fail "report lacks the TCK
   "$W/results/report.json"
 pass "mia --protocol tckr, and its table in the report"
 
+# tools/scaling: strong and weak scaling of the teacher at 1, 2 and 4 ranks (4 only as an
+# oversubscribed correctness check), CSV and PNG; it refuses more ranks than cores unasked.
+cores=$(nproc)
+expect_exit 1 "$ROOT/tools/scaling" --step train-teacher --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --kr "$KR" --ranks 1,$((cores + 1)) --out "$WORK/scale-refused" -- --batch 48
+expect_output "add --oversubscribe"
+expect_exit 1 "$ROOT/tools/scaling" --step train-teacher --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --kr "$KR" --ranks 1,2,4 --oversubscribe --out "$WORK/scale-refused"
+expect_output "is not a multiple of every rank count"
+"$ROOT/tools/scaling" --step train-teacher --config "$ROOT/configs/tiny.ini" --workdir "$W" --kr "$KR" \
+  --ranks 1,2,4 --oversubscribe --out "$WORK/scale" -- --batch 48 > "$WORK/scale.log" 2>&1 \
+  || { tail -30 "$WORK/scale.log"; fail "tools/scaling failed"; }
+"$PY" - "$WORK/scale" "$cores" <<'PY'
+import csv, sys
+out, cores = sys.argv[1], int(sys.argv[2])
+rows = list(csv.DictReader(open(f"{out}/scaling.csv")))
+assert [(r["mode"], r["ranks"]) for r in rows] == [(m, n) for m in ("strong", "weak") for n in ("1", "2", "4")], rows
+for r in rows:
+    assert float(r["images_per_second"]) > 0 and float(r["efficiency"]) > 0, r
+    assert r["oversubscribed"] == str(int(r["ranks"]) > cores), r
+    assert 0 <= float(r["quality"]) <= 1 and r["quality_metric"] == "test_accuracy", r
+assert [r["batch"] for r in rows] == ["48"] * 3 + ["48", "96", "192"], [r["batch"] for r in rows]
+assert float(rows[0]["speedup"]) == 1.0 and float(rows[3]["efficiency"]) == 1.0
+assert open(f"{out}/scaling.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+PY
+grep -q "oversubscribed: correctness only" "$WORK/scale.log" || fail "oversubscribed rows not labelled"
+pass "tools/scaling: strong and weak, CSV and PNG"
+
 # The same pipeline on a 3x32x32, 100-class fixture (RGB benchmarks).
 make_tiny_cifar100 "$WORK/cifar"
 sed "s|^\[prepare\]|[prepare]\nsource = $WORK/cifar\nval-size = 200|" "$ROOT/configs/tiny.ini" > "$WORK/tiny-rgb.ini"
