@@ -79,6 +79,13 @@ at::Tensor query_logits(LoadedClassifier& model, const at::Tensor& images, bool 
   return torch::stack(per_augmentation).contiguous();
 }
 
+// What the runs took when they were trained (a rerun reuses complete runs).
+double run_seconds_total(const std::vector<Json>& infos) {
+  double total = 0;
+  for (const auto& info : infos) total += info.value("seconds", 0.0);
+  return total;
+}
+
 double json_number(const std::string& path, const std::string& key) {
   if (!path_exists(path)) return std::nan("");
   return Json::parse(read_file(path)).value(key, std::nan(""));
@@ -403,6 +410,7 @@ int run_mia(Context& context) {
                                     {"student_test_accuracy", shipped("distill.json")}}},
                    {"targets", targets},
                    {"runs_detail", infos},
+                   {"run_seconds", run_seconds_total(infos)},
                    {"seconds", seconds_since(start)},
                    {"world_size", context.comm.size()}};
     make_dirs(context.workdir() + "/results");

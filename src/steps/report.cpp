@@ -232,6 +232,12 @@ Json summary_json(const RunSummary& run) {
   add_cost("generate", run.generate, "seconds");
   add_cost("distill", run.distill, "train_seconds_this_run");
   add_cost("mia", run.mia, "seconds");
+  if (!run.mia.is_null() && run.mia.contains("run_seconds")) {
+    // A rerun that reuses complete runs only rescores: show what the runs cost as well.
+    cost.back()["run_seconds"] = run.mia.at("run_seconds");
+    cost.back()["step"] = "mia (" + std::to_string(run.mia.value("runs", 0)) +
+                          " runs: " + number(run.mia.at("run_seconds"), "%.0f") + " s of run time)";
+  }
   summary["cost"] = cost;
   return summary;
 }

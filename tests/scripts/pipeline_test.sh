@@ -93,7 +93,13 @@ for j in range(2):
 PY
 expect_exit 0 "$KR" report --workdir "$W"
 grep -q "TCKR's protocol" "$W/results/report.html" || fail "report lacks the TCKR table"
-"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; assert "tckr_teacher" in r and "tckr_student" in r, r.keys()' \
+"$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["runs"][0]
+assert "tckr_teacher" in r and "tckr_student" in r, r.keys()
+# The MIA cost row keeps what the runs took (a rerun that reuses them only rescores).
+mia = [c for c in r["cost"] if c["step"].startswith("mia")][0]
+assert mia["run_seconds"] > 0 and "4 runs" in mia["step"], mia' \
   "$W/results/report.json"
 pass "mia --protocol tckr, and its table in the report"
 
