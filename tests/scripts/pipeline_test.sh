@@ -124,11 +124,19 @@ for r in rows:
     assert float(r["images_per_second"]) > 0 and float(r["efficiency"]) > 0, r
     assert r["oversubscribed"] == str(int(r["ranks"]) > cores), r
     assert 0 <= float(r["quality"]) <= 1 and r["quality_metric"] == "test_accuracy", r
+    assert int(r["cores"]) == min(int(r["ranks"]) * int(r["threads_per_rank"]), cores), r
 assert [r["batch"] for r in rows] == ["48"] * 3 + ["48", "96", "192"], [r["batch"] for r in rows]
 assert float(rows[0]["speedup"]) == 1.0 and float(rows[3]["efficiency"]) == 1.0
 assert open(f"{out}/scaling.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 PY
 grep -q "oversubscribed: correctness only" "$WORK/scale.log" || fail "oversubscribed rows not labelled"
+# --reuse keeps the complete measurements (none reruns) and rewrites the same table.
+cp "$WORK/scale/scaling.csv" "$WORK/scale-first.csv"
+"$ROOT/tools/scaling" --step train-teacher --config "$ROOT/configs/tiny.ini" --workdir "$W" --kr "$KR" \
+  --ranks 1,2,4 --oversubscribe --out "$WORK/scale" --reuse -- --batch 48 > "$WORK/scale2.log" 2>&1 \
+  || { tail -30 "$WORK/scale2.log"; fail "tools/scaling --reuse failed"; }
+[[ $(grep -c "reused" "$WORK/scale2.log") == 6 ]] || fail "--reuse reran a measurement"
+cmp -s "$WORK/scale/scaling.csv" "$WORK/scale-first.csv" || fail "--reuse changed the table"
 pass "tools/scaling: strong and weak, CSV and PNG"
 
 # The same pipeline on a 3x32x32, 100-class fixture (RGB benchmarks).
