@@ -403,9 +403,8 @@ int run_mia(Context& context) {
                    {"variance_note",
                     "each point is scored with equal numbers of IN and OUT shadows (M/2 - 1 "
                     "each, the majority kind dropped at random; unbiased without signal); "
-                    "per-example variances from so few "
-                    "shadows are noisy at small M, so the global-variance attacks are the "
-                    "headline"},
+                    "per-example variances from so few shadows are noisy at small M, so the "
+                    "global-variance attacks are the headline"},
                    {"shipped", Json{{"teacher_test_accuracy", shipped("teacher.json")},
                                     {"student_test_accuracy", shipped("distill.json")}}},
                    {"targets", targets},
