@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kr/core/error.hpp"
+#include "kr/nn/upsample.hpp"
 
 namespace kr::gen {
 
@@ -49,12 +50,12 @@ at::Tensor GanGeneratorImpl::forward(const at::Tensor& z, const at::Tensor& labe
   const std::int64_t c = spec_.g_width;
   auto cond = torch::cat({z, embed->forward(labels)}, 1);
   auto h = fc->forward(cond).view({-1, 4 * c, spec_.height / 4, spec_.width / 4});
-  auto up =
-      F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
+  // Each conv reads a nearest 2x upsampling of h, computed at h's resolution:
+  // Note [Sub-pixel upsampling convolution].
   h = torch::relu(norm0->forward(h, cond));
-  h = conv1->forward(F::interpolate(h, up));
+  h = nn::upsample2x_conv3x3(h, conv1->weight, conv1->bias);
   h = torch::relu(norm1->forward(h, cond));
-  h = conv2->forward(F::interpolate(h, up));
+  h = nn::upsample2x_conv3x3(h, conv2->weight, conv2->bias);
   h = torch::relu(norm2->forward(h, cond));
   return torch::tanh(out->forward(h));
 }

@@ -5,10 +5,9 @@
 #include <cmath>
 
 #include "kr/core/error.hpp"
+#include "kr/nn/upsample.hpp"
 
 namespace kr::gen {
-
-namespace F = torch::nn::functional;
 
 namespace {
 torch::nn::Conv2d conv3(std::int64_t in, std::int64_t out, std::int64_t stride = 1) {
@@ -106,12 +105,15 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
     if (level + 1 < levels) h = downs[level]->as<torch::nn::Conv2d>()->forward(h);
   }
   h = mid2->forward(attention->forward(mid1->forward(h, embedding)), embedding);
-  auto up =
-      F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest);
   for (std::size_t i = 0; i < levels; ++i) {
     const std::size_t level = levels - 1 - i;
     h = decoder[i]->as<ResidualBlock>()->forward(torch::cat({h, skips[level]}, 1), embedding);
-    if (level > 0) h = ups[i]->as<torch::nn::Conv2d>()->forward(F::interpolate(h, up));
+    if (level > 0) {
+      // Nearest 2x upsampling then ups[i], computed at the low resolution:
+      // Note [Sub-pixel upsampling convolution].
+      const auto& conv = *ups[i]->as<torch::nn::Conv2d>();
+      h = nn::upsample2x_conv3x3(h, conv.weight, conv.bias);
+    }
   }
   return conv_out->forward(torch::silu(norm_out->forward(h)));
 }

@@ -14,6 +14,7 @@
 #include "kr/io/png.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
+#include "kr/nn/upsample.hpp"
 
 using kr::test::TempDir;
 using kr::test::write_bytes;
@@ -38,6 +39,37 @@ TEST(UNet, ParameterCountsMatchArchitecturesDoc) {
   EXPECT_EQ(kr::nn::parameter_count(*kr::gen::UNet(spec)), 795105);
   spec.unet_width = 64;
   EXPECT_EQ(kr::nn::parameter_count(*kr::gen::UNet(spec)), 3167169);
+}
+
+TEST(UpsampleConv, EqualsNearestUpsamplingThenConvolutionForwardAndBackward) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(5);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).requires_grad(true);
+  for (bool with_bias : {true, false}) {
+    for (bool channels_last : {false, true}) {
+      auto x = torch::randn({3, 6, 7, 5}, f64);
+      auto weight = torch::randn({4, 6, 3, 3}, f64);
+      auto bias = with_bias ? torch::randn({4}, f64) : at::Tensor();
+      auto input = channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+      auto up = F::interpolate(input, F::InterpolateFuncOptions()
+                                          .scale_factor(std::vector<double>{2.0, 2.0})
+                                          .mode(torch::kNearest));
+      auto direct = F::conv2d(up, weight, F::Conv2dFuncOptions().bias(bias).padding(1));
+      auto folded = kr::nn::upsample2x_conv3x3(input, weight, bias);
+      ASSERT_EQ(folded.sizes(), direct.sizes());
+      EXPECT_LT((folded - direct).abs().max().item<double>(), 1e-10);
+      auto seed = torch::randn_like(direct);
+      std::vector<at::Tensor> wrt = {x, weight};
+      if (with_bias) wrt.push_back(bias);
+      auto expected = torch::autograd::grad({direct}, wrt, {seed});
+      auto got = torch::autograd::grad({folded}, wrt, {seed});
+      for (std::size_t i = 0; i < wrt.size(); ++i)
+        EXPECT_LT((got[i] - expected[i]).abs().max().item<double>(), 1e-10) << "gradient " << i;
+    }
+  }
+  EXPECT_THROW(
+      kr::nn::upsample2x_conv3x3(torch::zeros({1, 2, 4, 4}), torch::zeros({3, 5, 3, 3}), {}),
+      kr::Error);
 }
 
 TEST(UNet, ForwardKeepsTheImageShapeAt28And32Pixels) {
