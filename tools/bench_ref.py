@@ -21,6 +21,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
+    parser.add_argument("--allocator", default="glibc", help="recorded only: the malloc LD_PRELOAD gave this run")
     args = parser.parse_args()
     if args.width == 0:
         args.width = 16 if args.model == "resnet20" else 32
@@ -172,7 +173,7 @@ def main():
     seconds = time.perf_counter() - start
     print(json.dumps({"impl": "pytorch", "model": args.model, "width": args.width,
                       "parameters": sum(p.numel() for p in model.parameters()), "ranks": 1, "threads_per_rank": args.threads,
-                      "batch_per_rank": args.batch, "layout": args.layout,
+                      "batch_per_rank": args.batch, "layout": args.layout, "allocator": args.allocator,
                       "images_per_second": args.batch * args.steps / seconds,
                       "torch": torch.__version__}))
 

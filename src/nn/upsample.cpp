@@ -35,8 +35,11 @@ at::Tensor upsample2x_conv3x3(const at::Tensor& x, const at::Tensor& weight,
       torch::einsum("apy,bqx,oiyx->oabipq", {fold, fold, weight}).reshape({out * 4, in, 2, 2});
   auto phase_bias = bias.defined() ? bias.repeat_interleave(4) : at::Tensor();
   // Output channel o * 4 + 2a + b is phase (a, b) of channel o, at (h+1) x (w+1) positions.
-  auto all =
-      torch::conv2d(torch::constant_pad_nd(x, {1, 1, 1, 1}), phases, phase_bias).contiguous();
+  // Stride, padding and dilation spelled out per axis: LibTorch's profiler counts the FLOPs of a
+  // conv2d only then (Note [Counting FLOPs]).
+  auto all = torch::conv2d(torch::constant_pad_nd(x, {1, 1, 1, 1}), phases, phase_bias,
+                           at::IntArrayRef{1, 1}, at::IntArrayRef{0, 0}, at::IntArrayRef{1, 1})
+                 .contiguous();
   // kept[n, o, i, a, j, b] = all[n, o * 4 + 2a + b, i + a, j + b]: one strided view (the
   // offsets are linear in the indices), so autograd sees a single gather, not 16 slices.
   const auto row = w + 1;

@@ -12,6 +12,7 @@
 #include "kr/gen/sampler.hpp"
 #include "kr/gen/unet.hpp"
 #include "kr/io/png.hpp"
+#include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/nn/upsample.hpp"
