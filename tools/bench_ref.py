@@ -9,6 +9,7 @@ shared/docs/ARCHITECTURES.md like kr's C++ ones. Prints one JSON line.
 import argparse
 import json
 import os
+import sys
 import time
 
 
@@ -21,10 +22,17 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
-    parser.add_argument("--allocator", default="glibc", help="recorded only: the malloc LD_PRELOAD gave this run")
+    parser.add_argument("--allocator", choices=["glibc", "tcmalloc"], default="glibc",
+                        help="malloc of the process: tcmalloc (kr's, Note [Allocator]) is preloaded by re-executing")
     args = parser.parse_args()
     if args.width == 0:
         args.width = 16 if args.model == "resnet20" else 32
+    if args.allocator == "tcmalloc" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
+        library = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+        if not os.path.exists(library):
+            raise SystemExit("bench_ref: --allocator tcmalloc needs %s (libtcmalloc-minimal4)" % library)
+        os.environ["LD_PRELOAD"] = library
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     import math

@@ -1,5 +1,6 @@
 // `kr bench`: training-step throughput of the reference networks on random data,
 // with the same data-parallel machinery the training steps use.
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -21,6 +22,11 @@
 namespace kr::steps {
 
 namespace {
+
+// Which malloc this process runs on (Note [Allocator]): tcmalloc exports tc_version.
+const char* malloc_in_use() {
+  return dlsym(RTLD_DEFAULT, "tc_version") != nullptr ? "tcmalloc" : "glibc";
+}
 
 void add_bench_options(po::options_description& options) {
   // clang-format off
@@ -233,7 +239,8 @@ int run_bench(Context& context) {
            {"images_per_second", images_per_second},
            {"gflop_per_image", timed.flops_per_image / 1e9},
            {"gflops_per_second", gflops},
-           {"seconds_per_step", timed.seconds / steps}};
+           {"seconds_per_step", timed.seconds / steps},
+           {"allocator", malloc_in_use()}};
   if (model == "gan") {
     row["g_width"] = context.get<std::int64_t>("g-width");
     row["d_width"] = context.get<std::int64_t>("d-width");
