@@ -131,12 +131,14 @@ int run_generate(Context& context) {
                 {"filter_tau", filtered ? Json(tau) : Json(nullptr)}};
   const std::string settings_hash = sha256_string(settings.dump()).substr(0, 16);
 
+  // A rerun must have the same settings (checked before the run record, so a refused
+  // rerun leaves a complete pool's record as it was); a crash must not leave a manifest
+  // that looks valid.
+  run_on_root(context.comm, [&] { claim_settings(out, settings, "a pool"); });
   RunRecord record(context, out);
   record.add_input("generator", generator.weights);
   if (teacher) record.add_input("teacher", teacher->weights);
-  // A rerun must have the same settings; a crash must not leave a manifest that looks valid.
   run_on_root(context.comm, [&] {
-    claim_settings(out, settings, "a pool");
     std::filesystem::remove(out + "/manifest.json");
     std::filesystem::remove(out + "/index.h5");
   });

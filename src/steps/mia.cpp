@@ -265,11 +265,14 @@ int run_mia(Context& context) {
                 {"replay", replay_names},
                 {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")},
                 {"hard_control", context.get<bool>("hard-control")},
-                {"config", config}};
+                // The configuration's content, not its path: the same file named relative or
+                // absolute, or copied elsewhere, resumes the same runs.
+                {"config_sha256", config.empty() ? std::string() : sha256_file(config)}};
+  // Checked before the run record: a refused rerun leaves a complete record as it was.
+  run_on_root(context.comm, [&] { claim_settings(out, settings, "runs"); });
   RunRecord record(context, out);
   record.add_input("data", data_path);
   run_on_root(context.comm, [&] {
-    claim_settings(out, settings, "runs");
     auto file_path = out + "/keep.h5";
     PendingFile pending(file_path);
     {
@@ -476,10 +479,11 @@ int run_tckr(Context& context) {
                 {"members", n},
                 {"seed", seed},
                 {"shadow_epochs", context.get<std::int64_t>("shadow-epochs")}};
+  // Checked before the run record: a refused rerun leaves a complete record as it was.
+  run_on_root(context.comm, [&] { claim_settings(out, settings, "runs"); });
   RunRecord record(context, out);
   record.add_input("data", data_path);
   run_on_root(context.comm, [&] {
-    claim_settings(out, settings, "runs");
     PendingFile pending(out + "/keep.h5");
     {
       auto file = io::h5::File::create(pending.temp_path());

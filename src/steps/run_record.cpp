@@ -92,6 +92,7 @@ std::string first_difference(const Json& old_settings, const Json& new_settings)
 void claim_settings(const std::string& directory, const Json& settings, const std::string& what) {
   const std::string path = directory + "/settings.json";
   if (!path_exists(path)) {
+    make_dirs(directory);
     write_file_atomic(path, settings.dump(2) + "\n");
     return;
   }

@@ -53,6 +53,16 @@ assert report["teacher_test_accuracy"] > 0.2 and "mia_student" in report
 PY
 pass "pipeline outputs, distinct MIA runs, report"
 
+# kr mia knows its runs by the configuration's content, not its path: a copy elsewhere
+# rescores them; a changed configuration is refused, naming what differs.
+cp "$ROOT/configs/tiny.ini" "$WORK/tiny-copy.ini"
+expect_exit 0 "${MPIRUN[@]}" -n 2 "$KR" mia --config "$WORK/tiny-copy.ini" --workdir "$W"
+sed '0,/^epochs = 2$/s//epochs = 3/' "$ROOT/configs/tiny.ini" > "$WORK/tiny-changed.ini"
+expect_exit 2 "${MPIRUN[@]}" -n 2 "$KR" mia --config "$WORK/tiny-changed.ini" --workdir "$W"
+expect_output "config_sha256"
+[[ "$(json_field "$W/mia/run.json" status)" == complete ]] || fail "a refused kr mia changed the complete run's record"
+pass "kr mia: the same configuration under another path resumes, a changed one is refused and changes nothing"
+
 # kr run resumes: every step with a complete run directory is skipped (the report always runs).
 "$ROOT/tools/run-pipeline" --ranks 2 --config "$ROOT/configs/tiny.ini" --workdir "$W" --kr "$KR" \
   > "$WORK/again.log" 2>&1 || { tail -20 "$WORK/again.log"; fail "rerun failed"; }
