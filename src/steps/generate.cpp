@@ -20,6 +20,7 @@
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
+#include "kr/steps/sampling_options.hpp"
 #include "kr/steps/step.hpp"
 
 namespace kr::steps {
@@ -38,11 +39,9 @@ void add_generate_options(po::options_description& options) {
       ("pool-epochs", po::value<std::int64_t>()->default_value(1), "disjoint regenerations held in the pool")
       ("block", po::value<std::int64_t>()->default_value(2000), "global indices per shard (a multiple of --sample-batch)")
       ("sample-batch", po::value<std::int64_t>()->default_value(250), "images per generator forward (fixed: part of the settings)")
-      ("steps", po::value<std::int64_t>()->default_value(0), "ddpm: DDIM steps (0: as trained)")
-      ("guidance", po::value<double>()->default_value(-1.0), "ddpm: guidance scale (-1: as trained)")
-      ("z-scale", po::value<double>()->default_value(-1.0), "gan: latent scale (-1: as trained)")
       ("filter-tau", po::value<double>()->default_value(0.0), "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)");
   // clang-format on
+  add_sampling_options(options);
 }
 
 struct Timers {
@@ -76,11 +75,7 @@ int run_generate(Context& context) {
   const std::string out = context.path_option("out", "pool");
   const std::string generator_path = context.path_option("generator", "generator");
   auto generator = gen::load_generator(generator_path);
-  auto spec = generator.spec;
-  if (context.get<std::int64_t>("steps") > 0)
-    spec.sample_steps = context.get<std::int64_t>("steps");
-  if (context.get<double>("guidance") >= 0) spec.guidance = context.get<double>("guidance");
-  if (context.get<double>("z-scale") > 0) spec.z_scale = context.get<double>("z-scale");
+  const auto spec = with_sampling_options(context, generator.spec);
   auto sampler = gen::make_sampler(spec, generator.model);
 
   std::optional<LoadedClassifier> teacher;

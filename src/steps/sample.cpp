@@ -11,6 +11,7 @@
 #include "kr/io/h5.hpp"
 #include "kr/io/png.hpp"
 #include "kr/steps/root_only.hpp"
+#include "kr/steps/sampling_options.hpp"
 #include "kr/steps/step.hpp"
 
 namespace kr::steps {
@@ -23,23 +24,17 @@ void add_sample_options(po::options_description& options) {
       ("checkpoint", po::value<std::string>()->default_value(""), "generator run directory or one of its checkpoints (default: <workdir>/generator)")
       ("per-class", po::value<std::int64_t>()->default_value(10), "images per class (one row per class)")
       ("out", po::value<std::string>()->default_value("grid.png"), "PNG file to write")
-      ("steps", po::value<std::int64_t>()->default_value(0), "ddpm: DDIM steps (0: as trained)")
-      ("guidance", po::value<double>()->default_value(-1.0), "ddpm: guidance scale (-1: as trained)")
-      ("z-scale", po::value<double>()->default_value(-1.0), "gan: latent scale (-1: as trained)")
       ("indices", po::value<std::string>()->default_value(""), "instead of a grid: regenerate these comma-separated global indices of a pool made with the same --seed and --sample-batch, into the HDF5 file --out (/images, /labels)")
       ("sample-batch", po::value<std::int64_t>()->default_value(250), "with --indices: the pool's sample batch");
   // clang-format on
+  add_sampling_options(options);
 }
 
 int run_sample(Context& context) {
   run_on_root(context.comm, [&] {
     const std::string path = context.path_option("checkpoint", "generator");
     auto loaded = gen::load_generator(path);
-    auto spec = loaded.spec;
-    if (context.get<std::int64_t>("steps") > 0)
-      spec.sample_steps = context.get<std::int64_t>("steps");
-    if (context.get<double>("guidance") >= 0) spec.guidance = context.get<double>("guidance");
-    if (context.get<double>("z-scale") > 0) spec.z_scale = context.get<double>("z-scale");
+    const auto spec = with_sampling_options(context, loaded.spec);
     auto sampler = gen::make_sampler(spec, loaded.model);
     const auto out = context.get<std::string>("out");
     const auto indices = context.get<std::string>("indices");
