@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "kr/core/error.hpp"
@@ -81,6 +82,19 @@ at::Tensor Communicator::allgather(const at::Tensor& tensor) {
   auto output = torch::empty(sizes, input.options());
   run("allgather", start_allgather(input.data_ptr(), output.data_ptr(), input.nbytes()));
   return output;
+}
+
+std::vector<std::string> Communicator::allgather_strings(const std::string& mine) {
+  auto lengths = allgather(torch::tensor({static_cast<std::int64_t>(mine.size())}, torch::kInt64));
+  const auto longest = std::max<std::int64_t>(1, lengths.max().item<std::int64_t>());
+  auto buffer = torch::zeros({longest}, torch::kUInt8);
+  std::memcpy(buffer.data_ptr(), mine.data(), mine.size());
+  auto all = allgather(buffer);
+  const auto* bytes = reinterpret_cast<const char*>(all.data_ptr<std::uint8_t>());
+  std::vector<std::string> strings;
+  for (int r = 0; r < size(); ++r)
+    strings.emplace_back(bytes + r * longest, static_cast<std::size_t>(lengths[r].item<std::int64_t>()));
+  return strings;
 }
 
 void Communicator::barrier() {

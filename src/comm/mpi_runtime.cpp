@@ -42,15 +42,4 @@ void MpiRuntime::finalize() {
   if (!already) MPI_Finalize();
 }
 
-std::vector<std::string> MpiRuntime::all_hostnames() const {
-  constexpr int kLength = 256;
-  std::vector<char> mine(kLength, '\0');
-  hostname_.copy(mine.data(), kLength - 1);
-  std::vector<char> all(static_cast<std::size_t>(kLength) * world_size_);
-  MPI_Allgather(mine.data(), kLength, MPI_CHAR, all.data(), kLength, MPI_CHAR, MPI_COMM_WORLD);
-  std::vector<std::string> names;
-  for (int r = 0; r < world_size_; ++r) names.emplace_back(all.data() + r * kLength);
-  return names;
-}
-
 }  // namespace kr::comm

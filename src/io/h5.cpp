@@ -55,10 +55,24 @@ void quiet_errors() {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }
 
+// Note [Reproducible files]
+// HDF5 stores an object's creation and modification times in its header unless
+// told not to. Every object kr creates (the root group, groups, datasets) has
+// time tracking off, so a file's bytes are a function of what was written: two
+// runs that write the same shard write the same file, checkable with sha256sum.
+namespace {
+void untracked_times(hid_t plist, const std::string& path) {
+  if (H5Pset_obj_track_times(plist, false) < 0)
+    throw Error(path + ": cannot turn off HDF5 object time tracking");
+}
+}  // namespace
+
 File File::create(const std::string& path) {
   File file;
   file.path_ = path;
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  untracked_times(fcpl.get(), path);
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT);
   if (id < 0) throw Error(path + ": cannot create HDF5 file");
   file.handle_ = Handle(id, H5Fclose);
   return file;
@@ -84,7 +98,9 @@ void File::close() {
 }
 
 Handle create_group(const File& file, const std::string& name) {
-  hid_t id = H5Gcreate2(file.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  Handle gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+  untracked_times(gcpl.get(), file.path());
+  hid_t id = H5Gcreate2(file.id(), name.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT);
   if (id < 0) fail(file, "cannot create group '" + name + "'");
   return Handle(id, H5Gclose);
 }
@@ -109,6 +125,7 @@ void write_tensor(const File& file, const std::string& name, const at::Tensor& t
   std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
   Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
   Handle plist(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  untracked_times(plist.get(), file.path());
   if (!options.chunk.empty() && data.numel() > 0) {
     std::vector<hsize_t> chunk = options.chunk;
     for (std::size_t d = 0; d < chunk.size(); ++d)
@@ -139,6 +156,7 @@ void write_virtual(const File& file, const std::string& name, at::ScalarType dty
   const int rank = static_cast<int>(dims.size());
   Handle space(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
   Handle plist(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  untracked_times(plist.get(), file.path());
   const std::int64_t fill_int = static_cast<std::int64_t>(fill);
   const float fill_float = static_cast<float>(fill);
   const std::uint8_t fill_byte = static_cast<std::uint8_t>(fill);

@@ -67,8 +67,6 @@ void write_shard(const std::string& path, const Shard& shard, const ShardInfo& i
     h5::set_attr(file, "/", "seed", static_cast<std::int64_t>(info.seed));
     h5::set_attr(file, "/", "settings", settings.dump());
     h5::set_attr(file, "/", "content_sha256", shard_content_sha256(shard));
-    h5::set_attr(file, "/", "written_by_rank", static_cast<std::int64_t>(info.rank));
-    h5::set_attr(file, "/", "world_size", static_cast<std::int64_t>(info.world));
     file.close();
   }
   pending.commit();
@@ -149,6 +147,42 @@ void write_pool_index(const std::string& directory, const std::vector<PoolEntry>
     file.close();
   }
   pending.commit();
+}
+
+void commit_pool(const std::string& directory, const PoolDescription& pool) {
+  const int world = pool.layout.value("world_size", 1);
+  std::vector<PoolEntry> entries;
+  Json shards = Json::array();
+  for (std::int64_t first = 0, b = 0; first < pool.total; first += pool.block, ++b) {
+    const std::int64_t n = std::min(pool.block, pool.total - first);
+    PoolEntry entry{shard_file_name(first, n), first, n, 0, ""};
+    const std::string path = directory + "/" + entry.file;
+    if (!path_exists(path)) throw Error(path + ": shard missing after generation");
+    entry.bytes = file_size(path);
+    entry.sha256 = sha256_file(path);
+    const bool made =
+        std::find(pool.made.begin(), pool.made.end(), entry.file) != pool.made.end();
+    shards.push_back(Json{{"file", entry.file},
+                          {"first", first},
+                          {"count", n},
+                          {"bytes", entry.bytes},
+                          {"sha256", entry.sha256},
+                          {"written_by_rank", made ? Json(b % world) : Json("an earlier run")}});
+    entries.push_back(std::move(entry));
+  }
+  write_pool_index(directory, entries, pool.total, pool.image_shape, pool.classes,
+                   pool.teacher_logits, pool.source_index);
+  Json manifest{{"schema_version", kShardSchemaVersion},
+                {"total", pool.total},
+                {"classes", pool.classes},
+                {"shape", pool.image_shape},
+                {"teacher_logits", pool.teacher_logits},
+                {"source_index", pool.source_index},
+                {"settings_hash", pool.settings_hash},
+                {"settings", pool.settings},
+                {"layout", pool.layout},
+                {"shards", shards}};
+  write_file_atomic(directory + "/manifest.json", manifest.dump(2) + "\n");
 }
 
 SyntheticPool SyntheticPool::open(const std::string& directory) {

@@ -12,6 +12,7 @@
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/gen/filter.hpp"
 #include "kr/gen/sampler.hpp"
@@ -146,7 +147,7 @@ int run_generate(Context& context) {
   std::vector<std::string> made_files;
   const auto work_start = Clock::now();
   auto shard_info = [&](std::int64_t first, std::int64_t n) {
-    return io::ShardInfo{first, n, settings_hash, generator.weights_sha256, seed, rank, world};
+    return io::ShardInfo{first, n, settings_hash, generator.weights_sha256, seed};
   };
   // This rank's pool blocks that are missing or fail their check.
   std::vector<std::int64_t> todo;
@@ -289,52 +290,29 @@ int run_generate(Context& context) {
   context.comm.allreduce(sums, comm::ReduceOp::sum);
   auto slowest = torch::tensor({work_seconds}, torch::kFloat64);
   context.comm.allreduce(slowest, comm::ReduceOp::max);
-  auto made_count = torch::tensor({made}, torch::kInt64);
-  auto gathered_counts = context.comm.allgather(made_count);
   std::string my_list;
-  for (const auto& name : made_files) my_list += name + "\n";
-  auto length = torch::tensor({static_cast<std::int64_t>(my_list.size())}, torch::kInt64);
-  auto lengths = context.comm.allgather(length);
-  const auto longest = lengths.max().item<std::int64_t>();
-  auto buffer = torch::zeros({std::max<std::int64_t>(1, longest)}, torch::kUInt8);
-  std::memcpy(buffer.data_ptr(), my_list.data(), my_list.size());
-  auto lists = context.comm.allgather(buffer);
+  for (const auto& name : made_files) my_list += name + ",";
   std::vector<std::string> all_made;
-  for (int r = 0; r < context.comm.size(); ++r) {
-    std::string text(
-        reinterpret_cast<const char*>(lists.data_ptr<std::uint8_t>()) + r * buffer.size(0),
-        static_cast<std::size_t>(lengths[r].item<std::int64_t>()));
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-      const auto end = text.find('\n', pos);
-      all_made.push_back(text.substr(pos, end - pos));
-      pos = end + 1;
-    }
-  }
+  for (const auto& list : context.comm.allgather_strings(my_list))
+    for (auto& name : split_list(list)) all_made.push_back(std::move(name));
   std::sort(all_made.begin(), all_made.end());
 
   const double total_seconds = seconds_since(start);
   Json results;
   run_on_root(context.comm, [&] {
-    std::vector<io::PoolEntry> entries;
-    Json shards = Json::array();
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::int64_t first = b * block;
-      const std::int64_t n = std::min(block, total - first);
-      io::PoolEntry entry{io::shard_file_name(first, n), first, n, 0, ""};
-      const std::string path = out + "/" + entry.file;
-      if (!path_exists(path)) throw Error(path + ": shard missing after generation");
-      entry.bytes = file_size(path);
-      entry.sha256 = sha256_file(path);
-      entries.push_back(entry);
-      shards.push_back(Json{{"file", entry.file},
-                            {"first", first},
-                            {"count", n},
-                            {"bytes", entry.bytes},
-                            {"sha256", entry.sha256}});
-    }
-    io::write_pool_index(out, entries, total, {spec.channels, spec.height, spec.width},
-                         spec.classes, teacher.has_value(), filtered);
+    io::PoolDescription pool{total,
+                             block,
+                             spec.classes,
+                             {spec.channels, spec.height, spec.width},
+                             teacher.has_value(),
+                             filtered,
+                             settings_hash,
+                             settings,
+                             Json{{"world_size", world},
+                                  {"threads_per_rank", context.threads.intra_op},
+                                  {"onednn_isa", context.threads.onednn_isa}},
+                             all_made};
+    io::commit_pool(out, pool);
     // Rank 0's checksums and index are I/O the other ranks wait for.
     const double index_seconds = seconds_since(start) - total_seconds;
     const double wall_seconds = total_seconds + index_seconds;
@@ -370,16 +348,6 @@ int run_generate(Context& context) {
         // checksums and index, over the wall time to the finished index.
         {"hdf5_io_wall_share",
          (sums[2].item<double>() / context.comm.size() + index_seconds) / wall_seconds}};
-    Json manifest{{"schema_version", io::kShardSchemaVersion},
-                  {"total", total},
-                  {"classes", spec.classes},
-                  {"shape", {spec.channels, spec.height, spec.width}},
-                  {"teacher_logits", teacher.has_value()},
-                  {"source_index", filtered},
-                  {"settings_hash", settings_hash},
-                  {"settings", settings},
-                  {"shards", shards}};
-    write_file_atomic(out + "/manifest.json", manifest.dump(2) + "\n");
     make_dirs(context.workdir() + "/results");
     write_file_atomic(context.workdir() + "/results/generate.json", results.dump(2) + "\n");
   });

@@ -28,7 +28,9 @@ std::string now_iso() {
 
 RunRecord::RunRecord(Context& context, std::string run_dir)
     : context_(context), run_dir_(std::move(run_dir)) {
-  const auto hosts = context.runtime.all_hostnames();
+  // Through the step's communicator (a membership run's is one rank): a world
+  // collective here would wait for ranks that are running other steps.
+  const auto hosts = context.comm.allgather_strings(context.runtime.hostname());
   record_["step"] = context.step;
   record_["status"] = "running";
   record_["kr_version"] = KR_VERSION;

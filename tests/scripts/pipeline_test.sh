@@ -63,6 +63,25 @@ expect_output "config_sha256"
 [[ "$(json_field "$W/mia/run.json" status)" == complete ]] || fail "a refused kr mia changed the complete run's record"
 pass "kr mia: the same configuration under another path resumes, a changed one is refused and changes nothing"
 
+# Membership runs dealt unevenly: 3 ranks resume an audit whose runs 0 and 1 are complete
+# (rank 0 runs 3, rank 1 nothing, rank 2 runs 2). Each run's record is collective over
+# its own one-rank communicator only; a world collective there waited for rank 1 until
+# --comm-timeout. The scores equal the 2-rank audit's.
+mkdir -p "$WORK/mia3"
+cp -r "$W/mia/run_0" "$W/mia/run_1" "$WORK/mia3/"
+expect_exit 0 timeout 600 "${MPIRUN[@]}" -n 3 "$KR" mia --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --out "$WORK/mia3" --comm-timeout 300
+"$PY" - "$W/mia/scores.h5" "$WORK/mia3/scores.h5" <<'PY'
+import sys, h5py, numpy
+with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
+    names = []
+    a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    assert len(names) > 10, names
+    for n in names:
+        assert numpy.array_equal(a[n][...], b[n][...]), n + " differs between 2 and 3 ranks"
+PY
+pass "kr mia at 3 ranks (uneven dealing, partly complete) scores as at 2 ranks"
+
 # kr run resumes: every step with a complete run directory is skipped (the report always runs).
 "$ROOT/tools/run-pipeline" --ranks 2 --config "$ROOT/configs/tiny.ini" --workdir "$W" --kr "$KR" \
   > "$WORK/again.log" 2>&1 || { tail -20 "$WORK/again.log"; fail "rerun failed"; }

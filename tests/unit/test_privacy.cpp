@@ -356,7 +356,7 @@ TEST(Shards, RoundTripAndCorruptionIsNamed) {
   shard.labels = torch::arange(30, torch::kInt64) % 10;
   shard.teacher_logits = torch::randn({30, 10});
   const std::string path = dir / kr::io::shard_file_name(60, 30);
-  kr::io::write_shard(path, shard, {60, 30, "settings", "gen", 1, 0, 1}, kr::Json::object());
+  kr::io::write_shard(path, shard, {60, 30, "settings", "gen", 1}, kr::Json::object());
   auto back = kr::io::read_shard(path, 60, 30, "settings");
   EXPECT_TRUE(torch::equal(back.images, shard.images));
   EXPECT_TRUE(torch::equal(back.labels, shard.labels));

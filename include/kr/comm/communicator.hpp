@@ -55,6 +55,8 @@ class Communicator {
   void broadcast(const at::Tensor& tensor, int root);
   // Rank r's tensor becomes rows [r*n, (r+1)*n) of the result (concatenated along dim 0).
   at::Tensor allgather(const at::Tensor& tensor);
+  // Every rank's string, rank order (any lengths): two allgathers, lengths then padded bytes.
+  std::vector<std::string> allgather_strings(const std::string& mine);
   void barrier();
   // Ends the whole job at once; `why` is logged first.
   [[noreturn]] virtual void abort(int code, const std::string& why) = 0;

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <string>
-#include <vector>
 
 namespace kr::comm {
 
@@ -20,8 +19,6 @@ class MpiRuntime {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   const std::string& hostname() const { return hostname_; }
-  // Every rank's host name, rank order (collective: call on every rank).
-  std::vector<std::string> all_hostnames() const;
   void finalize();
 
  private:

@@ -4,8 +4,9 @@
 // A pool directory holds shard_<first>_<count>.h5 files, one per block of global
 // sample indices, plus manifest.json (every shard with its size and sha256) and
 // index.h5 (HDF5 virtual datasets over the shards, for h5py users). A shard's
-// data depends only on its indices and the pool's settings: who wrote it is an
-// attribute outside the data. Each shard stores the sha256 of its own data
+// file depends only on its indices and the pool's settings, to the byte (see
+// Note [Reproducible files]): who wrote it, and with which layout, is in the
+// manifest, not the shard. Each shard stores the sha256 of its own data
 // (written before the rename), so a restart can check shards without a
 // manifest. A missing VDS source reads as fill values without any error, so
 // every reader verifies manifest.json first, and the labels' fill value is -1.
@@ -37,8 +38,6 @@ struct ShardInfo {
   std::string settings_hash;  // the pool's settings (Note [Synthetic pool])
   std::string generator_sha256;
   std::uint64_t seed = 0;
-  int rank = 0;  // who wrote it: not part of the data
-  int world = 1;
 };
 
 std::string shard_file_name(std::int64_t first, std::int64_t count);
@@ -46,7 +45,8 @@ std::string shard_file_name(std::int64_t first, std::int64_t count);
 // sha256 over the data (images, labels, logits and source index bytes, in that order).
 std::string shard_content_sha256(const Shard& shard);
 
-// Writes through a temporary name and rename; stores the content sha256.
+// Writes through a temporary name and rename; stores the content sha256. The file's
+// bytes are a function of `shard`, `info` and `settings` only.
 void write_shard(const std::string& path, const Shard& shard, const ShardInfo& info,
                  const Json& settings);
 
@@ -72,6 +72,28 @@ struct PoolEntry {
 void write_pool_index(const std::string& directory, const std::vector<PoolEntry>& entries,
                       std::int64_t total, const std::vector<std::int64_t>& image_shape,
                       std::int64_t classes, bool logits, bool source_index = false);
+
+// What manifest.json says of a pool besides its shards (the readers use total,
+// classes and teacher_logits; the rest is for people and for reruns).
+struct PoolDescription {
+  std::int64_t total = 0;
+  std::int64_t block = 0;  // global indices per shard (the last may be shorter)
+  std::int64_t classes = 0;
+  std::vector<std::int64_t> image_shape;  // C, H, W
+  bool teacher_logits = false;
+  bool source_index = false;
+  std::string settings_hash;
+  Json settings;
+  // Who made the shards of this run: {"world_size", "threads_per_rank", ...}; shards
+  // in `made` were written by rank (block number mod world_size), the others by an
+  // earlier run. See README "Reproducibility" for which layouts give equal bytes.
+  Json layout;
+  std::vector<std::string> made;
+};
+
+// Rank 0, after every shard is written: checksums each shard of `directory`, then
+// writes index.h5 and, last, manifest.json (whose presence marks the pool complete).
+void commit_pool(const std::string& directory, const PoolDescription& pool);
 
 // A verified pool, read by ranges (whole shards, in memory).
 class SyntheticPool {
