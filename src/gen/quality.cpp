@@ -7,7 +7,7 @@
 #include "kr/core/error.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/io/png.hpp"
-#include "kr/train/sampler.hpp"
+#include "kr/comm/shard_range.hpp"
 
 namespace kr::gen {
 
@@ -58,7 +58,7 @@ FeatureMoments real_feature_moments(comm::Communicator& comm, const ClassifierVi
                                     const data::ImageSet& set, std::int64_t batch) {
   torch::NoGradGuard no_grad;
   FeatureMoments moments;
-  const auto range = train::shard_range(set.size(), comm.rank(), comm.size());
+  const auto range = comm::shard_range(set.size(), comm.rank(), comm.size());
   for (std::int64_t begin = range.begin; begin < range.end; begin += batch) {
     const auto count = std::min(batch, range.end - begin);
     moments.add(classifier.features(data::to_float(set.images.narrow(0, begin, count))));

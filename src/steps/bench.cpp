@@ -15,9 +15,9 @@
 #include "kr/gen/unet.hpp"
 #include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
-#include "kr/steps/generator_update.hpp"
+#include "kr/gen/update.hpp"
 #include "kr/steps/step.hpp"
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 
 namespace kr::steps {
 
@@ -103,7 +103,7 @@ Timed bench_resnet(Context& context, const std::vector<std::int64_t>& dims, std:
   torch::manual_seed(1);
   nn::ResNet20 model(shape);
   if (channels_last) nn::to_channels_last(*model);
-  train::DataParallel parallel(context.comm, *model);
+  comm::DataParallel parallel(context.comm, *model);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto images = torch::randn({batch, dims[0], dims[1], dims[2]});
   if (channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
@@ -140,7 +140,7 @@ gen::GeneratorSpec bench_spec(const Context& context, const std::vector<std::int
 
 // Forward FLOPs per image of the sampling network and (GAN) the discriminator.
 std::pair<double, double> generator_forward_flops(const gen::GeneratorSpec& spec,
-                                                  GeneratorUpdate& update) {
+                                                  gen::GeneratorUpdate& update) {
   const auto image = [&](std::int64_t b) {
     return torch::zeros({b, spec.channels, spec.height, spec.width});
   };
@@ -162,10 +162,10 @@ std::pair<double, double> generator_forward_flops(const gen::GeneratorSpec& spec
 
 Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, std::int64_t batch) {
   const auto spec = bench_spec(context, dims);
-  GeneratorHyper hyper;
+  gen::GeneratorHyper hyper;
   hyper.d_steps = context.get<std::int64_t>("d-steps");
   hyper.seed = 1;
-  GeneratorUpdate update(context.comm, spec, hyper);
+  gen::GeneratorUpdate update(context.comm, spec, hyper);
   const auto [g_flops, d_flops] = generator_forward_flops(spec, update);
   const std::string mode = context.get<std::string>("mode");
   Timed timed;

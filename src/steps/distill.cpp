@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "kr/comm/shard_range.hpp"
 #include "kr/comm/communicator.hpp"
 #include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
@@ -17,7 +18,7 @@
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/shard.hpp"
 #include "kr/steps/artifacts.hpp"
-#include "kr/steps/classifier.hpp"
+#include "kr/steps/classifier_options.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/steps/training_options.hpp"
@@ -49,12 +50,13 @@ void add_distill_options(po::options_description& options) {
   add_classifier_options(options, 0.1, 30);
 }
 
-class StudentTask final : public ClassifierTask {
+class StudentTask final : public train::ClassifierTask {
  public:
   StudentTask(Context& context, const data::Dataset& dataset, LoadedClassifier& teacher,
               const io::SyntheticPool& pool, gen::Sampler* online, std::int64_t epoch_size,
               std::int64_t steps_per_epoch)
-      : ClassifierTask(context, dataset.info, dataset.val, steps_per_epoch),
+      : ClassifierTask(context.comm, classifier_settings(context, dataset.info), dataset.info,
+                       dataset.val, steps_per_epoch),
         dataset_(dataset),
         teacher_(teacher),
         pool_(pool),
@@ -70,7 +72,7 @@ class StudentTask final : public ClassifierTask {
     settings_.mixup = context.get<double>("mixup");
     settings_.smoothing = label_smoothing();
     settings_.augment = augment();
-    settings_.seed = seed_;
+    settings_.seed = seed();
     settings_.classes = dataset.info.classes;
     regen_every_ = context.get<std::int64_t>("regen-every");
     if (settings_.temperature <= 0) throw UsageError("--temperature must be positive");
@@ -86,7 +88,7 @@ class StudentTask final : public ClassifierTask {
     pool_seed_ = pool.manifest().at("settings").at("seed").get<std::uint64_t>();
     // The teacher's val predictions, for the agreement metric (this rank's slice).
     const auto range =
-        train::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
+        comm::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
     val_range_ = range;
     std::vector<at::Tensor> predictions;
     for (std::int64_t i = range.begin; i < range.end; i += 500) {
@@ -137,18 +139,18 @@ class StudentTask final : public ClassifierTask {
     const auto& spec = online_->spec();
     const std::int64_t begin = first / sample_batch_ * sample_batch_;
     const std::int64_t batches = (first + count - begin + sample_batch_ - 1) / sample_batch_;
-    const int world = context_.comm.size();
+    const int world = comm().size();
     const std::int64_t per_rank = (batches + world - 1) / world;
     auto mine = torch::zeros({per_rank * sample_batch_, spec.channels, spec.height, spec.width},
                              torch::kUInt8);
     for (std::int64_t j = 0; j < per_rank; ++j) {
-      const std::int64_t b = j * world + context_.comm.rank();
+      const std::int64_t b = j * world + comm().rank();
       if (b >= batches) break;
       mine.narrow(0, j * sample_batch_, sample_batch_)
           .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, pool_seed_,
                                    sample_batch_));
     }
-    auto all = context_.comm.allgather(mine);  // rank r's rows: batches j * world + r
+    auto all = comm().allgather(mine);  // rank r's rows: batches j * world + r
     auto ordered = torch::empty({batches * sample_batch_, spec.channels, spec.height, spec.width},
                                 torch::kUInt8);
     for (std::int64_t b = 0; b < batches; ++b) {
@@ -206,10 +208,10 @@ class StudentTask final : public ClassifierTask {
         {static_cast<double>(agree), static_cast<double>(val_range_.end - val_range_.begin),
          data_seconds_, teacher_seconds_, student_seconds_},
         torch::kFloat64);
-    context_.comm.allreduce(counts, comm::ReduceOp::sum);
+    comm().allreduce(counts, comm::ReduceOp::sum);
     metrics["val_teacher_agreement"] =
         counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
-    const double world = context_.comm.size();
+    const double world = comm().size();
     metrics["data_seconds"] = counts[2].item<double>() / world;
     metrics["teacher_seconds"] = counts[3].item<double>() / world;
     metrics["student_seconds"] = counts[4].item<double>() / world;
@@ -235,7 +237,7 @@ class StudentTask final : public ClassifierTask {
   data::ImageSet current_;
   at::Tensor stored_logits_;
   Json parts_ = Json::array();
-  train::Range val_range_;
+  comm::Range val_range_;
   at::Tensor teacher_val_;
   double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0;
 };

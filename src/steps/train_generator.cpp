@@ -18,7 +18,7 @@
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/steps/artifacts.hpp"
-#include "kr/steps/generator_update.hpp"
+#include "kr/gen/update.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/steps/training_options.hpp"
@@ -81,8 +81,8 @@ gen::GeneratorSpec spec_from(const Context& context, const data::DatasetInfo& in
   return spec;
 }
 
-GeneratorHyper hyper_from(const Context& context) {
-  GeneratorHyper hyper;
+gen::GeneratorHyper hyper_from(const Context& context) {
+  gen::GeneratorHyper hyper;
   hyper.lr = context.get<double>("lr");
   hyper.beta1 = context.get<double>("beta1");
   hyper.beta2 = context.get<double>("beta2");
@@ -161,7 +161,7 @@ class GeneratorTask final : public train::TrainTask {
     io::write_png(run_dir_ + "/samples/latest.png", grid);
   }
 
-  GeneratorUpdate& update() { return update_; }
+  gen::GeneratorUpdate& update() { return update_; }
 
  private:
   Context& context_;
@@ -170,7 +170,7 @@ class GeneratorTask final : public train::TrainTask {
   std::optional<LoadedClassifier>& teacher_;
   std::string run_dir_;
   std::uint64_t seed_ = 0;
-  GeneratorUpdate update_;
+  gen::GeneratorUpdate update_;
   gen::FeatureMoments real_;
   gen::QualityReport last_quality_;
   double g_loss_sum_ = 0.0;

@@ -8,7 +8,7 @@
 #include "kr/data/augment.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/nn/resnet.hpp"
-#include "kr/steps/classifier.hpp"
+#include "kr/steps/classifier_options.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/steps/training_options.hpp"
@@ -27,16 +27,17 @@ void add_teacher_options(po::options_description& options) {
 }
 
 // Cross-entropy on the real train split with keyed crop and flip.
-class TeacherTask final : public ClassifierTask {
+class TeacherTask final : public train::ClassifierTask {
  public:
   TeacherTask(Context& context, data::Dataset& dataset, std::int64_t steps_per_epoch)
-      : ClassifierTask(context, dataset.info, dataset.val, steps_per_epoch), dataset_(dataset) {}
+      : ClassifierTask(context.comm, classifier_settings(context, dataset.info), dataset.info,
+                       dataset.val, steps_per_epoch), dataset_(dataset) {}
 
   std::int64_t dataset_size() const override { return dataset_.train.size(); }
 
   at::Tensor batch_loss(const std::vector<std::int64_t>& local,
                         const train::StepInfo& info) override {
-    auto images = data::assemble_batch(dataset_.train, local, augment(), seed_,
+    auto images = data::assemble_batch(dataset_.train, local, augment(), seed(),
                                        static_cast<std::uint64_t>(info.epoch));
     auto labels = data::gather_labels(dataset_.train, local);
     return torch::nn::functional::cross_entropy(

@@ -64,13 +64,4 @@ train::RunIdentity run_identity(const Context& context, const std::string& confi
   return identity;
 }
 
-double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps,
-                            std::int64_t warmup_steps) {
-  if (warmup_steps > 0 && step < warmup_steps)
-    return base * (step + 1) / static_cast<double>(warmup_steps);
-  const double span = std::max<std::int64_t>(1, total_steps - warmup_steps);
-  const double progress = std::min(1.0, (step - warmup_steps) / span);
-  return base * 0.5 * (1.0 + std::cos(M_PI * progress));
-}
-
 }  // namespace kr::steps

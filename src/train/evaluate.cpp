@@ -3,14 +3,14 @@
 #include <torch/torch.h>
 
 #include "kr/data/augment.hpp"
-#include "kr/train/sampler.hpp"
+#include "kr/comm/shard_range.hpp"
 
 namespace kr::train {
 
 EvalResult evaluate_classifier(comm::Communicator& comm, const LogitsFn& logits,
                                const data::ImageSet& set, std::int64_t batch) {
   torch::NoGradGuard no_grad;
-  const Range range = shard_range(set.size(), comm.rank(), comm.size());
+  const comm::Range range = comm::shard_range(set.size(), comm.rank(), comm.size());
   std::int64_t correct = 0;
   double loss_sum = 0.0;
   for (std::int64_t begin = range.begin; begin < range.end; begin += batch) {

@@ -51,8 +51,4 @@ std::vector<std::int64_t> DistributedSampler::local_indices(std::int64_t epoch, 
                                    global.begin() + (rank_ + 1) * local);
 }
 
-Range shard_range(std::int64_t count, int rank, int world) {
-  return Range{count * rank / world, count * (rank + 1) / world};
-}
-
 }  // namespace kr::train

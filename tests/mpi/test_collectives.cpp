@@ -9,7 +9,7 @@
 #include "kr/data/image_set.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/steps/root_only.hpp"
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 #include "kr/train/evaluate.hpp"
 #include "kr/train/sampler.hpp"
 #include "world.hpp"
@@ -90,7 +90,7 @@ TEST(DataParallel, TwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
       torch::NoGradGuard guard;
       for (auto& p : model->parameters()) p.add_(1.0);
     }
-    kr::train::DataParallel parallel(communicator, *model, 0.001, 0.001);  // many buckets
+    kr::comm::DataParallel parallel(communicator, *model, 0.001, 0.001);  // many buckets
     torch::optim::SGD optimizer(model->parameters(),
                                 torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
     kr::train::DistributedSampler sampler(256, global_batch, rank, size, 3);
@@ -116,7 +116,7 @@ TEST(DataParallel, BatchNormBuffersFollowRankZero) {
   auto& comm = world();
   torch::manual_seed(5);
   kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, 4});
-  kr::train::DataParallel parallel(comm, *model);
+  kr::comm::DataParallel parallel(comm, *model);
   model->train();
   model->forward(torch::randn({4, 1, 8, 8}) * (comm.rank() + 1));  // different local statistics
   parallel.broadcast_buffers();

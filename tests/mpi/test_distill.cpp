@@ -4,7 +4,7 @@
 
 #include "kr/comm/self_communicator.hpp"
 #include "kr/data/image_set.hpp"
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 #include "kr/train/distillation.hpp"
 #include "kr/train/sampler.hpp"
 #include "world.hpp"
@@ -32,7 +32,7 @@ at::Tensor distill_parameters(kr::comm::Communicator& comm, kr::train::TargetKin
   part.labels = torch::arange(96, torch::kInt64).remainder(3);
   auto teacher = small_model(4);
   auto student = small_model(5);
-  kr::train::DataParallel parallel(comm, *student, 0.001, 0.001);
+  kr::comm::DataParallel parallel(comm, *student, 0.001, 0.001);
   torch::optim::SGD optimizer(student->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   kr::train::DistillSettings settings;
   settings.kind = kind;

@@ -10,7 +10,7 @@
 #include "kr/gen/filter.hpp"
 #include "kr/gen/quality.hpp"
 #include "kr/gen/sampler.hpp"
-#include "kr/steps/generator_update.hpp"
+#include "kr/gen/update.hpp"
 #include "kr/train/sampler.hpp"
 #include "world.hpp"
 
@@ -40,12 +40,12 @@ at::Tensor train(kr::comm::Communicator& communicator, const std::string& model,
   auto images = torch::rand({64, 1, 8, 8}) * 2.0 - 1.0;
   auto labels = torch::randint(4, {64}, torch::kInt64);
   const auto spec = small_spec(model);
-  kr::steps::GeneratorHyper hyper;
+  kr::gen::GeneratorHyper hyper;
   hyper.lr = 1e-3;
   hyper.seed = 11;
   hyper.cfg_drop = 0.5;  // drops the label for some images on one rank and not the other
   hyper.bucket_mb = 0.001;
-  kr::steps::GeneratorUpdate update(communicator, spec, hyper);
+  kr::gen::GeneratorUpdate update(communicator, spec, hyper);
   kr::train::DistributedSampler sampler(64, 16, rank, size, 3);
   for (std::int64_t step = 0; step < 4; ++step) {
     const auto local = sampler.local_indices(0, step);

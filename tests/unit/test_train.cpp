@@ -6,6 +6,7 @@
 #include <set>
 
 #include "fixtures.hpp"
+#include "kr/comm/shard_range.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
@@ -13,7 +14,7 @@
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/train/checkpoint.hpp"
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 #include "kr/train/sampler.hpp"
 #include "kr/train/trainer.hpp"
 
@@ -81,7 +82,7 @@ TEST(Sampler, RanksPartitionEachGlobalBatch) {
 TEST(Sampler, ShardRangesAreDisjointAndCover) {
   std::int64_t covered = 0;
   for (int r = 0; r < 3; ++r) {
-    auto range = kr::train::shard_range(10, r, 3);
+    auto range = kr::comm::shard_range(10, r, 3);
     EXPECT_EQ(range.begin, covered);
     covered = range.end;
   }
@@ -92,7 +93,7 @@ TEST(DataParallel, FirstBucketIsSmallThenLarger) {
   kr::comm::SelfCommunicator comm;
   torch::nn::Sequential model(torch::nn::Linear(512, 512), torch::nn::Linear(512, 512),
                               torch::nn::Linear(512, 10));
-  kr::train::DataParallel parallel(comm, *model, 25.0, 1.0);
+  kr::comm::DataParallel parallel(comm, *model, 25.0, 1.0);
   const auto sizes = parallel.bucket_sizes();
   ASSERT_EQ(sizes.size(), 2u);
   // Reverse order: the last layer (5130) plus the next weight crosses 1 MiB and closes bucket one.
@@ -140,7 +141,7 @@ class TinyTask final : public kr::train::TrainTask {
  private:
   torch::nn::Sequential model_;
   torch::optim::SGD optimizer_;
-  kr::train::DataParallel parallel_;
+  kr::comm::DataParallel parallel_;
   at::Tensor inputs_, targets_;
 };
 

@@ -13,8 +13,4 @@ train::TrainerOptions trainer_options(const Context& context, const std::string&
                                       const std::string& label);
 train::RunIdentity run_identity(const Context& context, const std::string& config_hash);
 
-// Cosine learning rate with linear warm-up, per step.
-double cosine_learning_rate(double base, std::int64_t step, std::int64_t total_steps,
-                            std::int64_t warmup_steps);
-
 }  // namespace kr::steps

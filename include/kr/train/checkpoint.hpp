@@ -24,13 +24,11 @@
 
 #include "kr/comm/communicator.hpp"
 #include "kr/core/json.hpp"
+#include "kr/nn/serialize.hpp"
 
 namespace kr::train {
 
-struct CheckpointItems {
-  std::vector<std::pair<std::string, torch::nn::Module*>> modules;
-  std::vector<std::pair<std::string, torch::optim::Optimizer*>> optimizers;
-};
+using nn::CheckpointItems;
 
 struct RunIdentity {
   std::string config_hash;  // hash of the settings that define the run

@@ -36,11 +36,4 @@ class DistributedSampler {
   std::vector<std::int64_t> permutation_;
 };
 
-// The disjoint slice [begin, end) of `count` items that rank `rank` of `world` owns.
-struct Range {
-  std::int64_t begin = 0;
-  std::int64_t end = 0;
-};
-Range shard_range(std::int64_t count, int rank, int world);
-
 }  // namespace kr::train

@@ -1,4 +1,4 @@
-#include "kr/steps/generator_update.hpp"
+#include "kr/gen/update.hpp"
 
 #include <torch/torch.h>
 
@@ -9,9 +9,9 @@
 #include "kr/gen/gan.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/gen/unet.hpp"
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 
-namespace kr::steps {
+namespace kr::gen {
 
 namespace {
 
@@ -29,28 +29,28 @@ void ema_update(torch::nn::Module& ema, torch::nn::Module& model, double decay) 
 
 }  // namespace
 
-GeneratorUpdate::GeneratorUpdate(comm::Communicator& comm, const gen::GeneratorSpec& spec,
+GeneratorUpdate::GeneratorUpdate(comm::Communicator& comm, const GeneratorSpec& spec,
                                  const GeneratorHyper& hyper)
     : spec_(spec), hyper_(hyper) {
   if (spec.model == "gan" && hyper.d_steps < 1) throw UsageError("--d-steps must be at least 1");
   torch::manual_seed(hyper.seed);
-  model_ = gen::make_generator_model(spec);
-  ema_ = gen::make_generator_model(spec);
+  model_ = make_generator_model(spec);
+  ema_ = make_generator_model(spec);
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   const double beta1 = hyper.beta1 >= 0 ? hyper.beta1 : (spec.model == "gan" ? 0.5 : 0.9);
   const auto adam = torch::optim::AdamOptions(hyper.lr).betas({beta1, hyper.beta2});
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), adam);
-  parallel_ = std::make_unique<train::DataParallel>(comm, *model_, hyper.bucket_mb);
+  parallel_ = std::make_unique<comm::DataParallel>(comm, *model_, hyper.bucket_mb);
   if (spec.model == "gan") {
-    discriminator_ = gen::GanDiscriminator(spec).ptr();
+    discriminator_ = GanDiscriminator(spec).ptr();
     d_optimizer_ = std::make_unique<torch::optim::Adam>(discriminator_->parameters(), adam);
-    d_parallel_ = std::make_unique<train::DataParallel>(comm, *discriminator_, hyper.bucket_mb);
+    d_parallel_ = std::make_unique<comm::DataParallel>(comm, *discriminator_, hyper.bucket_mb);
   } else {
-    alphas_bar_ = gen::alphas_cumprod(spec.schedule, spec.timesteps);
+    alphas_bar_ = alphas_cumprod(spec.schedule, spec.timesteps);
   }
   // The EMA starts from rank 0's broadcast weights.
   ema_update(*ema_, *model_, 0.0);
-  sampler_ = gen::make_sampler(spec, ema_);
+  sampler_ = make_sampler(spec, ema_);
 }
 
 GeneratorUpdate::~GeneratorUpdate() = default;
@@ -65,12 +65,12 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
   model_->train();
   GeneratorLosses losses;
   if (spec_.model == "gan") {
-    auto& generator = static_cast<gen::GanGeneratorImpl&>(*model_);
-    auto& discriminator = static_cast<gen::GanDiscriminatorImpl&>(*discriminator_);
+    auto& generator = static_cast<GanGeneratorImpl&>(*model_);
+    auto& discriminator = static_cast<GanDiscriminatorImpl&>(*discriminator_);
     const auto d_steps = static_cast<std::uint64_t>(hyper_.d_steps);
     // Latent draw k of step s is keyed by s * (d_steps + 1) + k: the last one feeds G.
     auto latents = [&](std::uint64_t k) {
-      return gen::keyed_normal(indices, spec_.latent, hyper_.seed, Purpose::gan_latent,
+      return keyed_normal(indices, spec_.latent, hyper_.seed, Purpose::gan_latent,
                                global_step * (d_steps + 1) + k);
     };
     discriminator.train();
@@ -99,7 +99,7 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
     losses.g_loss = g_loss.item<double>();
   } else {
     optimizer_->zero_grad();
-    auto loss = gen::ddpm_loss(*model_, alphas_bar_, real, labels, indices, hyper_.seed,
+    auto loss = ddpm_loss(*model_, alphas_bar_, real, labels, indices, hyper_.seed,
                                global_step, hyper_.cfg_drop, spec_.classes);
     loss.backward();
     parallel_->synchronize_gradients();
@@ -111,8 +111,8 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
   return losses;
 }
 
-train::CheckpointItems GeneratorUpdate::checkpoint_items() {
-  train::CheckpointItems items;
+nn::CheckpointItems GeneratorUpdate::checkpoint_items() {
+  nn::CheckpointItems items;
   items.modules = {{"model", model_.get()}, {"ema", ema_.get()}};
   items.optimizers = {{"optimizer", optimizer_.get()}};
   if (discriminator_) {
@@ -122,4 +122,4 @@ train::CheckpointItems GeneratorUpdate::checkpoint_items() {
   return items;
 }
 
-}  // namespace kr::steps
+}  // namespace kr::gen

@@ -1,12 +1,12 @@
-#include "kr/train/data_parallel.hpp"
+#include "kr/comm/data_parallel.hpp"
 
 #include <torch/torch.h>
 
 #include "kr/core/error.hpp"
 
-namespace kr::train {
+namespace kr::comm {
 
-DataParallel::DataParallel(comm::Communicator& comm, torch::nn::Module& module, double bucket_mb,
+DataParallel::DataParallel(Communicator& comm, torch::nn::Module& module, double bucket_mb,
                            double first_bucket_mb)
     : comm_(comm), module_(module) {
   auto parameters = module.parameters();
@@ -96,4 +96,4 @@ void DataParallel::synchronize_gradients() {
   }
 }
 
-}  // namespace kr::train
+}  // namespace kr::comm

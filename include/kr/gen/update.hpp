@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kr/gen/spec.hpp"
-#include "kr/train/checkpoint.hpp"
+#include "kr/nn/serialize.hpp"
 
 namespace torch::nn {
 class Module;
@@ -21,16 +21,13 @@ class Adam;
 }
 namespace kr::comm {
 class Communicator;
-}
-namespace kr::train {
 class DataParallel;
-}
+}  // namespace kr::comm
+
 namespace kr::gen {
+
 class Sampler;
 class GanDiscriminatorImpl;
-}  // namespace kr::gen
-
-namespace kr::steps {
 
 struct GeneratorHyper {
   double lr = 2e-4;
@@ -52,7 +49,7 @@ class GeneratorUpdate {
  public:
   // Seeds torch with hyper.seed, builds the model, its EMA copy, the optimisers
   // and (GAN) the discriminator; parameters are broadcast from rank 0.
-  GeneratorUpdate(comm::Communicator& comm, const gen::GeneratorSpec& spec,
+  GeneratorUpdate(comm::Communicator& comm, const GeneratorSpec& spec,
                   const GeneratorHyper& hyper);
   ~GeneratorUpdate();
 
@@ -65,17 +62,17 @@ class GeneratorUpdate {
   torch::nn::Module& model() { return *model_; }
   torch::nn::Module& ema() { return *ema_; }
   torch::nn::Module* discriminator();            // null for the DDPM
-  gen::Sampler& sampler() { return *sampler_; }  // over the EMA weights
-  train::CheckpointItems checkpoint_items();
+  Sampler& sampler() { return *sampler_; }  // over the EMA weights
+  nn::CheckpointItems checkpoint_items();
 
  private:
-  gen::GeneratorSpec spec_;
+  GeneratorSpec spec_;
   GeneratorHyper hyper_;
   std::shared_ptr<torch::nn::Module> model_, ema_, discriminator_;
   std::unique_ptr<torch::optim::Adam> optimizer_, d_optimizer_;
-  std::unique_ptr<train::DataParallel> parallel_, d_parallel_;
+  std::unique_ptr<comm::DataParallel> parallel_, d_parallel_;
   at::Tensor alphas_bar_;
-  std::unique_ptr<gen::Sampler> sampler_;
+  std::unique_ptr<Sampler> sampler_;
 };
 
-}  // namespace kr::steps
+}  // namespace kr::gen

@@ -8,7 +8,11 @@
 // bucket is one flat buffer: gradients are copied in (an undefined gradient
 // as zeros, so every rank issues the same calls with the same sizes), scaled
 // by 1/world, summed by one allreduce, and copied back. Buckets are reduced in
-// the same fixed order on every rank.
+// the same fixed order on every rank. Unlike DDP, the reduction starts only
+// after backward has finished (synchronize_gradients): communication is not yet
+// overlapped with backward, so the bucket order only fixes the call sequence.
+// It lives in comm/ beside the communicator (as c10d's Reducer beside its
+// process group): data parallelism is communication, used by train/ and gen/.
 //
 // Note [BatchNorm under data parallelism]
 // BatchNorm uses each rank's local batch statistics in training. The running
@@ -25,11 +29,11 @@
 
 #include "kr/comm/communicator.hpp"
 
-namespace kr::train {
+namespace kr::comm {
 
 class DataParallel {
  public:
-  DataParallel(comm::Communicator& comm, torch::nn::Module& module, double bucket_mb = 25.0,
+  DataParallel(Communicator& comm, torch::nn::Module& module, double bucket_mb = 25.0,
                double first_bucket_mb = 1.0);
 
   void broadcast_parameters();  // parameters and buffers from rank 0
@@ -44,9 +48,9 @@ class DataParallel {
     std::vector<at::Tensor> parameters;
     at::Tensor flat;
   };
-  comm::Communicator& comm_;
+  Communicator& comm_;
   torch::nn::Module& module_;
   std::vector<Bucket> buckets_;
 };
 
-}  // namespace kr::train
+}  // namespace kr::comm

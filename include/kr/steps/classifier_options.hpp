@@ -1,0 +1,39 @@
+// The classifier-training steps' shared options (teacher, student, membership runs),
+// bound into train::ClassifierSettings, and the end of such a run.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kr/data/image_set.hpp"
+#include "kr/steps/step.hpp"
+#include "kr/train/checkpoint.hpp"
+#include "kr/train/classifier.hpp"
+#include "kr/train/evaluate.hpp"
+
+namespace kr::steps {
+
+void add_classifier_options(po::options_description& options, double default_label_smoothing,
+                            std::int64_t default_epochs);
+// The options as settings; a UsageError names a bad value. `info` decides --hflip auto.
+train::ClassifierSettings classifier_settings(const Context& context,
+                                              const data::DatasetInfo& info);
+
+struct ClassifierResult {
+  train::EvalResult test;
+  train::EvalResult val;
+  std::string params_sha256;
+};
+
+// After run_training: loads the best-on-val checkpoint into the task's model,
+// measures test and val accuracy once, and (rank 0) writes <run_dir>/model.pt and
+// model.json.
+ClassifierResult finish_classifier(Context& context, train::ClassifierTask& task,
+                                   train::CheckpointManager& checkpoints,
+                                   const std::string& run_dir, const data::Dataset& dataset);
+
+// epoch,train_loss,val_accuracy,... from the trainer's history.
+void write_history_csv(const std::string& path, const Json& history,
+                       const std::vector<std::string>& columns);
+
+}  // namespace kr::steps
