@@ -23,6 +23,15 @@ TEST(Communicator, RunsOnTwoRanks) {
   ASSERT_EQ(world().size(), 2) << "run under mpiexec -n 2";
 }
 
+// Strings of different lengths (one empty) come back whole, in rank order, on every rank.
+TEST(Communicator, AllgatherStringsOfAnyLength) {
+  auto& comm = world();
+  auto text = [](int rank) { return rank == 1 ? std::string() : std::string(3 + 5 * rank, 'a' + rank); };
+  const auto all = comm.allgather_strings(text(comm.rank()));
+  ASSERT_EQ(static_cast<int>(all.size()), comm.size());
+  for (int r = 0; r < comm.size(); ++r) EXPECT_EQ(all[r], text(r)) << "rank " << r << "'s string";
+}
+
 TEST(Communicator, AllreduceSumAverageMax) {
   auto& comm = world();
   auto values = torch::full({3}, static_cast<float>(comm.rank() + 1));
@@ -127,7 +136,7 @@ TEST(DataParallel, BatchNormBuffersFollowRankZero) {
   }
 }
 
-TEST(Evaluate, TwoRankAccuracyEqualsOneRankExactly) {
+TEST(Evaluate, DistributedAccuracyEqualsOneRankExactly) {
   auto& comm = world();
   torch::manual_seed(8);
   kr::data::ImageSet set{torch::randint(0, 256, {101, 1, 8, 8}, torch::kInt64).to(torch::kUInt8),
