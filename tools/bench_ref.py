@@ -18,7 +18,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
@@ -176,13 +176,13 @@ def main():
     for _ in range(args.warmup):
         step()
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(args.iterations):
         step()
     seconds = time.perf_counter() - start
     print(json.dumps({"impl": "pytorch", "model": args.model, "width": args.width,
                       "parameters": sum(p.numel() for p in model.parameters()), "ranks": 1, "threads_per_rank": args.threads,
                       "batch_per_rank": args.batch, "layout": args.layout, "allocator": args.allocator,
-                      "images_per_second": args.batch * args.steps / seconds,
+                      "images_per_second": args.batch * args.iterations / seconds,
                       "torch": torch.__version__}))
 
 

@@ -43,11 +43,11 @@ void add_bench_options(po::options_description& options) {
       ("latent", po::value<std::int64_t>()->default_value(64), "gan: latent size")
       ("d-steps", po::value<std::int64_t>()->default_value(2), "gan: discriminator steps per generator step")
       ("unet-width", po::value<std::int64_t>()->default_value(32), "ddpm: UNet base width c")
-      ("ddim-steps", po::value<std::int64_t>()->default_value(20), "ddpm sampling: DDIM steps")
+      ("steps", po::value<std::int64_t>()->default_value(20), "ddpm sampling: DDIM steps (as kr generate --steps)")
       ("guidance", po::value<double>()->default_value(2.0), "ddpm sampling: guidance scale (0: no guidance)")
       ("guidance-batched", po::value<bool>()->default_value(true), "ddpm sampling: one forward over [cond; null] (else two)")
-      ("warmup", po::value<int>()->default_value(3), "untimed steps")
-      ("steps", po::value<int>()->default_value(20), "timed steps")
+      ("warmup", po::value<int>()->default_value(3), "untimed iterations")
+      ("iterations", po::value<int>()->default_value(20), "timed iterations (training steps or sampling batches)")
       ("json", po::value<std::string>()->default_value(""), "append the result as one JSON line to this file");
   // clang-format on
 }
@@ -69,13 +69,13 @@ std::vector<std::int64_t> parse_image(const std::string& text) {
   return dims;
 }
 
-// Runs `warmup` untimed and `steps` timed calls of `work` on every rank; the
+// Runs `warmup` untimed and `iterations` timed calls of `work` on every rank; the
 // wall time of the timed ones (barrier to barrier).
 double time_steps(Context& context, const std::function<void()>& work) {
   for (int i = 0; i < context.get<int>("warmup"); ++i) work();
   context.comm.barrier();
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < context.get<int>("steps"); ++i) work();
+  for (int i = 0; i < context.get<int>("iterations"); ++i) work();
   context.comm.barrier();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -132,7 +132,7 @@ gen::GeneratorSpec bench_spec(const Context& context, const std::vector<std::int
   spec.g_width = context.get<std::int64_t>("g-width");
   spec.d_width = context.get<std::int64_t>("d-width");
   spec.unet_width = context.get<std::int64_t>("unet-width");
-  spec.sample_steps = context.get<std::int64_t>("ddim-steps");
+  spec.sample_steps = context.get<std::int64_t>("steps");
   spec.guidance = context.get<double>("guidance");
   spec.guidance_batched = context.get<bool>("guidance-batched");
   return spec;
@@ -224,9 +224,9 @@ int run_bench(Context& context) {
   } else {
     throw UsageError("--model must be resnet20, gan or ddpm, got '" + model + "'");
   }
-  const int steps = context.get<int>("steps");
+  const int iterations = context.get<int>("iterations");
   const double images_per_second =
-      timed.images_per_step * context.comm.size() * steps / timed.seconds;
+      timed.images_per_step * context.comm.size() * iterations / timed.seconds;
   const double gflops = images_per_second * timed.flops_per_image / 1e9;
   Json row{{"impl", "kr"},
            {"model", model},
@@ -239,7 +239,7 @@ int run_bench(Context& context) {
            {"images_per_second", images_per_second},
            {"gflop_per_image", timed.flops_per_image / 1e9},
            {"gflops_per_second", gflops},
-           {"seconds_per_step", timed.seconds / steps},
+           {"seconds_per_step", timed.seconds / iterations},
            {"allocator", malloc_in_use()}};
   if (model == "gan") {
     row["g_width"] = context.get<std::int64_t>("g-width");

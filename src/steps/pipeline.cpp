@@ -59,14 +59,19 @@ std::vector<PipelineStep> read_pipeline(const std::string& path) {
   return steps;
 }
 
-bool run_complete(const std::string& run_dir) {
+std::string run_status(const std::string& run_dir) {
   const std::string path = run_dir + "/run.json";
-  if (!path_exists(path)) return false;
+  if (!path_exists(path)) return "missing";
   try {
-    return Json::parse(read_file(path)).value("status", "") == "complete";
+    const auto status = Json::parse(read_file(path)).value("status", "");
+    return status.empty() ? "unreadable" : status;
   } catch (const std::exception&) {
-    return false;  // unreadable: run the step again
+    return "unreadable";  // run the step again
   }
+}
+
+bool run_complete(const std::string& run_dir) {
+  return run_status(run_dir) == "complete";
 }
 
 int run_pipeline(Context& parent, comm::Communicator& comm, const std::vector<PipelineStep>& steps,

@@ -12,11 +12,13 @@ Step distill_step();
 Step mia_step();
 Step report_step();
 Step run_step();
+Step status_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
       prepare_step(), train_teacher_step(), train_generator_step(), sample_step(), generate_step(),
-      distill_step(), mia_step(),           report_step(),          bench_step(),  run_step()};
+      distill_step(), mia_step(),           report_step(),          bench_step(),  run_step(),
+      status_step()};
   return steps;
 }
 

@@ -1,9 +1,12 @@
 // `kr run`: a whole pipeline (jobs/<name>.pipeline) in one launch, step after step on
 // the same ranks, skipping steps whose run directory is complete (resume after a
 // failure or a preemption by running the same command again).
+#include <iostream>
+
 #include "kr/comm/communicator.hpp"
 #include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
+#include "kr/core/json.hpp"
 #include "kr/core/log.hpp"
 #include "kr/steps/pipeline.hpp"
 #include "kr/steps/step.hpp"
@@ -15,7 +18,8 @@ namespace {
 void add_run_options(po::options_description& options) {
   // clang-format off
   options.add_options()
-      ("pipeline", po::value<std::string>()->default_value("kr"), "pipeline name (jobs/<name>.pipeline) or file");
+      ("pipeline", po::value<std::string>()->default_value("kr"), "pipeline name (jobs/<name>.pipeline) or file")
+      ("list", po::bool_switch(), "print the pipeline's steps as JSON ([{step, directory, options}], file checked) and run nothing");
   // clang-format on
 }
 
@@ -23,6 +27,14 @@ int run_run(Context& context) {
   const auto start = Clock::now();
   const std::string path = pipeline_path(context.get<std::string>("pipeline"));
   const auto steps = read_pipeline(path);
+  if (context.get<bool>("list")) {
+    Json listing = Json::array();
+    for (const auto& step : steps)
+      listing.push_back(
+          Json{{"step", step.step}, {"directory", step.directory}, {"options", step.options}});
+    if (context.comm.rank() == 0) std::cout << listing.dump() << "\n";
+    return exit_code::ok;
+  }
   std::vector<std::string> common = {"--workdir", context.workdir(), "--seed",
                                      std::to_string(context.get<std::uint64_t>("seed"))};
   const auto config = context.get<std::string>("config");

@@ -56,6 +56,35 @@ expect_output "output exists"
 expect_exit 0 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src" --overwrite --train-limit 300 --val-size 200
 pass "prepare writes a private file, run.json, and refuses to overwrite"
 
+# kr status: the rule kr run skips a step by, for scripts (slurm/run-step).
+expect_exit 0 "$KR" status "$WORK/w/data"
+expect_output "$WORK/w/data: complete"
+expect_exit 1 "$KR" status "$WORK/nowhere"
+expect_output "missing"
+mkdir -p "$WORK/failed" && printf '{"status": "failed"}\n' > "$WORK/failed/run.json"
+expect_exit 1 "$KR" status "$WORK/failed"
+expect_output "failed"
+printf '{"status": "compl' > "$WORK/failed/run.json"
+expect_exit 1 "$KR" status "$WORK/failed"
+expect_output "unreadable"
+expect_exit 2 "$KR" status
+pass "kr status: complete exits 0; missing, failed and unreadable records exit 1"
+
+# kr run --list: the pipeline as kr parses it, for slurm/submit (one parser).
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+expect_exit 0 "$KR" run --list --pipeline "$ROOT/jobs/kr.pipeline"
+python3 - "$WORK/out" <<'PY'
+import json, sys
+steps = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert [s["step"] for s in steps] == ["prepare", "train-teacher", "train-generator", "generate",
+                                      "distill", "mia", "report"], steps
+assert steps[0]["directory"] == "data" and steps[-1]["directory"] == "-", steps
+PY
+printf 'prepare data\nno-such-step x\n' > "$WORK/bad.pipeline"
+expect_exit 2 "$KR" run --list --pipeline "$WORK/bad.pipeline"
+expect_output "bad.pipeline:2"
+pass "kr run --list prints the pipeline; a bad line names file:line"
+
 # A kr .h5 as the source: subset it, or merge train+val and re-split with an explicit --val-size.
 expect_exit 0 "$KR" prepare --workdir "$WORK/r" --source "$WORK/w/data/data.h5" --val-size 100
 python3 - "$WORK/r/data/run.json" <<'PY'
@@ -72,7 +101,6 @@ PY
 pass "re-split and subset of an existing kr data set"
 # Every shipped config is valid for every step it configures: each step gets past option
 # parsing and fails only on the missing data of an empty workdir.
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 for config in "$ROOT"/configs/*.ini; do
   for step in prepare train-teacher train-generator generate distill mia report; do
     echo "$config $step"

@@ -58,6 +58,7 @@ struct Step {
   std::string summary;
   std::function<void(po::options_description&)> add_options;
   std::function<int(Context&)> run;
+  std::string positional = "";  // option that a bare first argument sets (`kr status DIR`)
 };
 
 const std::vector<Step>& registry();
