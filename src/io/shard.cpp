@@ -6,6 +6,7 @@
 
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
 #include "kr/io/h5.hpp"
 
@@ -114,6 +115,29 @@ std::string check_shard(const std::string& path, std::int64_t first, std::int64_
   }
 }
 
+std::vector<std::int64_t> shards_to_make(const std::string& directory, std::int64_t total,
+                                         std::int64_t block, int rank, int world,
+                                         const std::string& settings_hash, std::int64_t& kept) {
+  kept = 0;
+  std::vector<std::int64_t> todo;
+  const std::int64_t blocks = (total + block - 1) / block;
+  for (std::int64_t b = rank; b < blocks; b += world) {
+    const std::int64_t first = b * block;
+    const std::int64_t n = std::min(block, total - first);
+    const std::string path = directory + "/" + shard_file_name(first, n);
+    if (path_exists(path)) {
+      const auto problem = check_shard(path, first, n, settings_hash);
+      if (problem.empty()) {
+        ++kept;
+        continue;
+      }
+      log::warn("generate: remaking " + shard_file_name(first, n) + ": " + problem);
+    }
+    todo.push_back(b);
+  }
+  return todo;
+}
+
 void write_pool_index(const std::string& directory, const std::vector<PoolEntry>& entries,
                       std::int64_t total, const std::vector<std::int64_t>& image_shape,
                       std::int64_t classes, bool logits, bool source_index) {
@@ -160,8 +184,7 @@ void commit_pool(const std::string& directory, const PoolDescription& pool) {
     if (!path_exists(path)) throw Error(path + ": shard missing after generation");
     entry.bytes = file_size(path);
     entry.sha256 = sha256_file(path);
-    const bool made =
-        std::find(pool.made.begin(), pool.made.end(), entry.file) != pool.made.end();
+    const bool made = std::find(pool.made.begin(), pool.made.end(), entry.file) != pool.made.end();
     shards.push_back(Json{{"file", entry.file},
                           {"first", first},
                           {"count", n},

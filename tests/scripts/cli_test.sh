@@ -75,7 +75,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 expect_exit 0 "$KR" run --list --pipeline "$ROOT/jobs/kr.pipeline"
 python3 - "$WORK/out" <<'PY'
 import json, sys
-steps = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith("[")]
+assert len(lines) == 1, open(sys.argv[1]).read()
+steps = json.loads(lines[0])
 assert [s["step"] for s in steps] == ["prepare", "train-teacher", "train-generator", "generate",
                                       "distill", "mia", "report"], steps
 assert steps[0]["directory"] == "data" and steps[-1]["directory"] == "-", steps

@@ -59,6 +59,13 @@ Shard read_shard(const std::string& path, std::int64_t first = -1, std::int64_t 
 std::string check_shard(const std::string& path, std::int64_t first, std::int64_t count,
                         const std::string& settings_hash);
 
+// The blocks b = rank, rank + world, ... of a pool of `total` indices in blocks of
+// `block` whose shard in `directory` is missing or fails check_shard (logged as
+// remade); `kept` is set to the number of this rank's good ones.
+std::vector<std::int64_t> shards_to_make(const std::string& directory, std::int64_t total,
+                                         std::int64_t block, int rank, int world,
+                                         const std::string& settings_hash, std::int64_t& kept);
+
 struct PoolEntry {
   std::string file;
   std::int64_t first = 0;
