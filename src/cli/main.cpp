@@ -144,9 +144,8 @@ int main(int argc, char** argv) {
   try {
     po::positional_options_description positional;
     if (!step->positional.empty()) positional.add(step->positional.c_str(), 1);
-    po::store(
-        po::command_line_parser(argc - 1, argv + 1).options(all).positional(positional).run(),
-        values);
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(all).positional(positional).run(),
+              values);
     if (values.count("help")) {
       if (speaker)
         std::cout << "usage: kr " << step->name << " [options]\n"

@@ -93,7 +93,8 @@ std::vector<std::string> Communicator::allgather_strings(const std::string& mine
   const auto* bytes = reinterpret_cast<const char*>(all.data_ptr<std::uint8_t>());
   std::vector<std::string> strings;
   for (int r = 0; r < size(); ++r)
-    strings.emplace_back(bytes + r * longest, static_cast<std::size_t>(lengths[r].item<std::int64_t>()));
+    strings.emplace_back(bytes + r * longest,
+                         static_cast<std::size_t>(lengths[r].item<std::int64_t>()));
   return strings;
 }
 

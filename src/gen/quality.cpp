@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
+#include "kr/comm/shard_range.hpp"
 #include "kr/core/error.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/io/png.hpp"
-#include "kr/comm/shard_range.hpp"
 
 namespace kr::gen {
 

@@ -4,12 +4,12 @@
 
 #include <algorithm>
 
+#include "kr/comm/data_parallel.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/keyed_rng.hpp"
 #include "kr/gen/gan.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/gen/unet.hpp"
-#include "kr/comm/data_parallel.hpp"
 
 namespace kr::gen {
 
@@ -71,7 +71,7 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
     // Latent draw k of step s is keyed by s * (d_steps + 1) + k: the last one feeds G.
     auto latents = [&](std::uint64_t k) {
       return keyed_normal(indices, spec_.latent, hyper_.seed, Purpose::gan_latent,
-                               global_step * (d_steps + 1) + k);
+                          global_step * (d_steps + 1) + k);
     };
     discriminator.train();
     for (auto& p : discriminator.parameters()) p.set_requires_grad(true);
@@ -99,8 +99,8 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
     losses.g_loss = g_loss.item<double>();
   } else {
     optimizer_->zero_grad();
-    auto loss = ddpm_loss(*model_, alphas_bar_, real, labels, indices, hyper_.seed,
-                               global_step, hyper_.cfg_drop, spec_.classes);
+    auto loss = ddpm_loss(*model_, alphas_bar_, real, labels, indices, hyper_.seed, global_step,
+                          hyper_.cfg_drop, spec_.classes);
     loss.backward();
     parallel_->synchronize_gradients();
     optimizer_->step();

@@ -7,17 +7,17 @@
 #include <functional>
 
 #include "kr/comm/communicator.hpp"
+#include "kr/comm/data_parallel.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
 #include "kr/gen/gan.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/gen/unet.hpp"
+#include "kr/gen/update.hpp"
 #include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
-#include "kr/gen/update.hpp"
 #include "kr/steps/step.hpp"
-#include "kr/comm/data_parallel.hpp"
 
 namespace kr::steps {
 

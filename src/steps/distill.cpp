@@ -7,8 +7,8 @@
 
 #include <chrono>
 
-#include "kr/comm/shard_range.hpp"
 #include "kr/comm/communicator.hpp"
+#include "kr/comm/shard_range.hpp"
 #include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"

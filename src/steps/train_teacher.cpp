@@ -31,7 +31,8 @@ class TeacherTask final : public train::ClassifierTask {
  public:
   TeacherTask(Context& context, data::Dataset& dataset, std::int64_t steps_per_epoch)
       : ClassifierTask(context.comm, classifier_settings(context, dataset.info), dataset.info,
-                       dataset.val, steps_per_epoch), dataset_(dataset) {}
+                       dataset.val, steps_per_epoch),
+        dataset_(dataset) {}
 
   std::int64_t dataset_size() const override { return dataset_.train.size(); }
 

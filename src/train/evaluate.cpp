@@ -2,8 +2,8 @@
 
 #include <torch/torch.h>
 
-#include "kr/data/augment.hpp"
 #include "kr/comm/shard_range.hpp"
+#include "kr/data/augment.hpp"
 
 namespace kr::train {
 

@@ -2,6 +2,7 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include "kr/comm/data_parallel.hpp"
 #include "kr/comm/mpi_communicator.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/config.hpp"
@@ -9,7 +10,6 @@
 #include "kr/data/image_set.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/steps/root_only.hpp"
-#include "kr/comm/data_parallel.hpp"
 #include "kr/train/evaluate.hpp"
 #include "kr/train/sampler.hpp"
 #include "world.hpp"
@@ -26,7 +26,9 @@ TEST(Communicator, RunsOnTwoRanks) {
 // Strings of different lengths (one empty) come back whole, in rank order, on every rank.
 TEST(Communicator, AllgatherStringsOfAnyLength) {
   auto& comm = world();
-  auto text = [](int rank) { return rank == 1 ? std::string() : std::string(3 + 5 * rank, 'a' + rank); };
+  auto text = [](int rank) {
+    return rank == 1 ? std::string() : std::string(3 + 5 * rank, 'a' + rank);
+  };
   const auto all = comm.allgather_strings(text(comm.rank()));
   ASSERT_EQ(static_cast<int>(all.size()), comm.size());
   for (int r = 0; r < comm.size(); ++r) EXPECT_EQ(all[r], text(r)) << "rank " << r << "'s string";

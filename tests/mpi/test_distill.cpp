@@ -2,9 +2,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "kr/comm/data_parallel.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/data/image_set.hpp"
-#include "kr/comm/data_parallel.hpp"
 #include "kr/train/distillation.hpp"
 #include "kr/train/sampler.hpp"
 #include "world.hpp"

@@ -6,15 +6,15 @@
 #include <set>
 
 #include "fixtures.hpp"
-#include "kr/comm/shard_range.hpp"
+#include "kr/comm/data_parallel.hpp"
 #include "kr/comm/self_communicator.hpp"
+#include "kr/comm/shard_range.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/nn/flops.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/train/checkpoint.hpp"
-#include "kr/comm/data_parallel.hpp"
 #include "kr/train/sampler.hpp"
 #include "kr/train/trainer.hpp"
 

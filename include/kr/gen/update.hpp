@@ -49,8 +49,7 @@ class GeneratorUpdate {
  public:
   // Seeds torch with hyper.seed, builds the model, its EMA copy, the optimisers
   // and (GAN) the discriminator; parameters are broadcast from rank 0.
-  GeneratorUpdate(comm::Communicator& comm, const GeneratorSpec& spec,
-                  const GeneratorHyper& hyper);
+  GeneratorUpdate(comm::Communicator& comm, const GeneratorSpec& spec, const GeneratorHyper& hyper);
   ~GeneratorUpdate();
 
   // real: float images in [-1, 1] of this rank's part of the global batch;
@@ -61,7 +60,7 @@ class GeneratorUpdate {
 
   torch::nn::Module& model() { return *model_; }
   torch::nn::Module& ema() { return *ema_; }
-  torch::nn::Module* discriminator();            // null for the DDPM
+  torch::nn::Module* discriminator();       // null for the DDPM
   Sampler& sampler() { return *sampler_; }  // over the EMA weights
   nn::CheckpointItems checkpoint_items();
 

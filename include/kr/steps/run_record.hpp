@@ -10,7 +10,8 @@ namespace kr::steps {
 
 class RunRecord {
  public:
-  // Collective over context.comm (gathers host names). Rank 0 writes <run_dir>/run.json with status "running".
+  // Collective over context.comm (gathers host names). Rank 0 writes <run_dir>/run.json with status
+  // "running".
   RunRecord(Context& context, std::string run_dir);
   void add_input(const std::string& role, const std::string& path);  // records its sha256
   void set(const std::string& key, Json value);

@@ -29,18 +29,18 @@ class DataParallel;
 namespace kr::train {
 
 struct ClassifierSettings {
-  std::int64_t width = 16;     // resnet20 base width
-  double lr = 0.1;             // peak learning rate (SGD, Nesterov momentum, cosine)
+  std::int64_t width = 16;  // resnet20 base width
+  double lr = 0.1;          // peak learning rate (SGD, Nesterov momentum, cosine)
   double momentum = 0.9;
   double weight_decay = 5e-4;
   double warmup_epochs = 1.0;  // linear warm-up
   double label_smoothing = 0.0;
-  int crop_padding = 2;        // random-crop zero padding, pixels per side
-  bool hflip = false;          // random horizontal flips
-  bool channels_last = true;   // NHWC convolutions where the width allows
+  int crop_padding = 2;       // random-crop zero padding, pixels per side
+  bool hflip = false;         // random horizontal flips
+  bool channels_last = true;  // NHWC convolutions where the width allows
   std::int64_t eval_batch = 500;
-  double bucket_mb = 25.0;     // gradient bucket size (Note [Gradient buckets])
-  std::uint64_t seed = 0;      // initial weights and every keyed stream
+  double bucket_mb = 25.0;  // gradient bucket size (Note [Gradient buckets])
+  std::uint64_t seed = 0;   // initial weights and every keyed stream
 };
 
 // Cosine learning rate with linear warm-up, per step.
