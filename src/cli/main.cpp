@@ -58,27 +58,25 @@ mode_t parse_umask(const std::string& text) {
 
 // Options for a step run inside another step (`kr mia` replays the pipeline).
 steps::StepOptions parse_nested(const steps::Step& step, const std::vector<std::string>& args) {
-  po::options_description common("Common options");
-  add_common_options(common);
-  po::options_description specific(step.name + " options");
-  step.add_options(specific);
-  po::options_description all;
-  all.add(common).add(specific);
+  DeclaredOptions declared(step);
   steps::StepOptions parsed;
   try {
-    po::store(po::command_line_parser(args).options(all).run(), parsed.values);
+    po::store(po::command_line_parser(args).options(declared.all).run(), parsed.values);
     const auto config =
         parsed.values.count("config") ? parsed.values["config"].as<std::string>() : "";
-    if (!config.empty()) store_config_file(config, step.name, all, parsed.values);
+    if (!config.empty()) store_config_file(config, step.name, declared.all, parsed.values);
     po::notify(parsed.values);
   } catch (const po::error& error) {
     throw UsageError("kr " + step.name + " (nested): " + error.what());
   }
   parsed.config = options_to_json(parsed.values);
+  parsed.bound = declared.specific_table.storage();
+  parsed.operational = declared.operational();
   return parsed;
 }
 
-int run_step(const steps::Step& step, const po::variables_map& values, int* argc, char*** argv) {
+int run_step(const steps::Step& step, const po::variables_map& values,
+             const DeclaredOptions& declared, int* argc, char*** argv) {
   comm::MpiRuntime runtime(argc, argv);
   log::set_rank(runtime.world_rank(), runtime.world_size());
   io::h5::quiet_errors();
@@ -89,8 +87,15 @@ int run_step(const steps::Step& step, const po::variables_map& values, int* argc
     auto communicator = comm::make_communicator(values["comm"].as<std::string>(), runtime);
     communicator->watchdog().timeout_seconds = values["comm-timeout"].as<double>();
     communicator->watchdog().warn_seconds = values["comm-warn"].as<double>();
-    steps::Context context{*communicator, runtime,   values,      options_to_json(values),
-                           threads,       step.name, parse_nested};
+    steps::Context context{*communicator,
+                           runtime,
+                           values,
+                           options_to_json(values),
+                           threads,
+                           step.name,
+                           parse_nested,
+                           declared.specific_table.storage(),
+                           declared.operational()};
     try {
       code = step.run(context);
     } catch (const UsageError& error) {
@@ -134,12 +139,8 @@ int main(int argc, char** argv) {
     return exit_code::usage;
   }
 
-  po::options_description common("Common options");
-  add_common_options(common);
-  po::options_description specific(step->name + " options");
-  step->add_options(specific);
-  po::options_description all;
-  all.add(common).add(specific);
+  DeclaredOptions declared(*step);
+  const auto& all = declared.all;
   po::variables_map values;
   try {
     po::positional_options_description positional;
@@ -167,7 +168,7 @@ int main(int argc, char** argv) {
     return exit_code::usage;
   }
   try {
-    return run_step(*step, values, &argc, &argv);
+    return run_step(*step, values, declared, &argc, &argv);
   } catch (const std::exception& error) {
     std::cerr << "kr " << step->name << ": " << error.what() << "\n";
     return exit_code::failure;

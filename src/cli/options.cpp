@@ -7,36 +7,46 @@
 
 namespace kr::cli {
 
-void add_common_options(po::options_description& options) {
+void add_common_options(steps::OptionTable& options) {
   // clang-format off
-  options.add_options()
-      ("help,h", "show this step's options")
-      ("config", po::value<std::string>()->default_value(""), "INI file of options (command line wins)")
-      ("workdir", po::value<std::string>()->default_value("runs/default"),
-       "pipeline directory: every step reads and writes below it")
-      ("seed", po::value<std::uint64_t>()->default_value(0), "run seed for every random stream")
-      ("threads", po::value<int>()->default_value(0),
-       "intra-op threads per rank (0: SLURM_CPUS_PER_TASK, else this process's CPUs / local ranks)")
-      ("comm", po::value<std::string>()->default_value("auto"), "communicator: auto, mpi, self, nccl")
-      ("comm-timeout", po::value<double>()->default_value(600.0),
-       "abort the job when a collective waits longer than this (seconds)")
-      ("comm-warn", po::value<double>()->default_value(60.0), "warn when a collective waits this long (seconds)")
-      ("umask", po::value<std::string>()->default_value("077"),
-       "file creation mask, octal (077: outputs private to you; 027 to share with your group)");
+  options
+      .plain("help,h", "show this step's options").operational()
+      .unbound<std::string>("config", "", "INI file of options (command line wins)").operational()
+      .unbound<std::string>("workdir", "runs/default",
+       "pipeline directory: every step reads and writes below it").operational()
+      .unbound<std::uint64_t>("seed", 0, "run seed for every random stream")
+      .unbound<int>("threads", 0,
+       "intra-op threads per rank (0: SLURM_CPUS_PER_TASK, else this process's CPUs / local ranks)").operational()
+      .unbound<std::string>("comm", "auto", "communicator: auto, mpi, self, nccl").operational()
+      .unbound<double>("comm-timeout", 600.0,
+       "abort the job when a collective waits longer than this (seconds)").operational()
+      .unbound<double>("comm-warn", 60.0, "warn when a collective waits this long (seconds)").operational()
+      .unbound<std::string>("umask", "077",
+       "file creation mask, octal (077: outputs private to you; 027 to share with your group)").operational();
   // clang-format on
+}
+
+DeclaredOptions::DeclaredOptions(const steps::Step& step) : specific(step.name + " options") {
+  add_common_options(common_table);
+  step.add_options(specific_table);
+  all.add(common).add(specific);
+}
+
+std::set<std::string> DeclaredOptions::operational() const {
+  auto names = common_table.operational_names();
+  names.insert(specific_table.operational_names().begin(),
+               specific_table.operational_names().end());
+  return names;
 }
 
 namespace {
 
 bool any_step_has(const std::string& name) {
   for (const auto& step : steps::registry()) {
-    po::options_description options;
-    step.add_options(options);
-    if (options.find_nothrow(name, false)) return true;
+    const DeclaredOptions options(step);
+    if (options.all.find_nothrow(name, false)) return true;
   }
-  po::options_description common;
-  add_common_options(common);
-  return common.find_nothrow(name, false) != nullptr;
+  return false;
 }
 
 }  // namespace

@@ -120,7 +120,7 @@ std::vector<std::int64_t> shards_to_make(const std::string& directory, std::int6
                                          const std::string& settings_hash, std::int64_t& kept) {
   kept = 0;
   std::vector<std::int64_t> todo;
-  const std::int64_t blocks = (total + block - 1) / block;
+  const std::int64_t blocks = shard_count(total, block);
   for (std::int64_t b = rank; b < blocks; b += world) {
     const std::int64_t first = b * block;
     const std::int64_t n = std::min(block, total - first);

@@ -28,27 +28,48 @@ const char* malloc_in_use() {
   return dlsym(RTLD_DEFAULT, "tc_version") != nullptr ? "tcmalloc" : "glibc";
 }
 
-void add_bench_options(po::options_description& options) {
+struct BenchOptions {
+  std::string model;
+  std::string mode;
+  std::int64_t batch_per_rank = 128;
+  std::string image;
+  std::int64_t classes = 10;
+  std::int64_t width = 16;
+  bool channels_last = true;
+  std::int64_t g_width = 32;
+  std::int64_t d_width = 32;
+  std::int64_t latent = 64;
+  std::int64_t d_steps = 2;
+  std::int64_t unet_width = 32;
+  std::int64_t steps = 20;
+  double guidance = 2.0;
+  bool guidance_batched = true;
+  int warmup = 3;
+  int iterations = 20;
+  std::string json;
+};
+
+void add_bench_options(OptionTable& table, BenchOptions& options) {
   // clang-format off
-  options.add_options()
-      ("model", po::value<std::string>()->default_value("resnet20"), "network to time: resnet20, gan or ddpm")
-      ("mode", po::value<std::string>()->default_value("train"), "train (one optimisation step) or sample (gan, ddpm)")
-      ("batch-per-rank", po::value<std::int64_t>()->default_value(128), "images per rank per step (weak scaling)")
-      ("image", po::value<std::string>()->default_value("1x28x28"), "input C x H x W")
-      ("classes", po::value<std::int64_t>()->default_value(10), "output classes")
-      ("width", po::value<std::int64_t>()->default_value(16), "resnet20 base width")
-      ("channels-last", po::value<bool>()->default_value(true), "resnet20: NHWC memory format")
-      ("g-width", po::value<std::int64_t>()->default_value(32), "gan: generator base width")
-      ("d-width", po::value<std::int64_t>()->default_value(32), "gan: discriminator base width")
-      ("latent", po::value<std::int64_t>()->default_value(64), "gan: latent size")
-      ("d-steps", po::value<std::int64_t>()->default_value(2), "gan: discriminator steps per generator step")
-      ("unet-width", po::value<std::int64_t>()->default_value(32), "ddpm: UNet base width c")
-      ("steps", po::value<std::int64_t>()->default_value(20), "ddpm sampling: DDIM steps (as kr generate --steps)")
-      ("guidance", po::value<double>()->default_value(2.0), "ddpm sampling: guidance scale (0: no guidance)")
-      ("guidance-batched", po::value<bool>()->default_value(true), "ddpm sampling: one forward over [cond; null] (else two)")
-      ("warmup", po::value<int>()->default_value(3), "untimed iterations")
-      ("iterations", po::value<int>()->default_value(20), "timed iterations (training steps or sampling batches)")
-      ("json", po::value<std::string>()->default_value(""), "append the result as one JSON line to this file");
+  table
+      ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm")
+      ("mode", &options.mode, "train", "train (one optimisation step) or sample (gan, ddpm)")
+      ("batch-per-rank", &options.batch_per_rank, 128, "images per rank per step (weak scaling)")
+      ("image", &options.image, "1x28x28", "input C x H x W")
+      ("classes", &options.classes, 10, "output classes")
+      ("width", &options.width, 16, "resnet20 base width")
+      ("channels-last", &options.channels_last, true, "resnet20: NHWC memory format")
+      ("g-width", &options.g_width, 32, "gan: generator base width")
+      ("d-width", &options.d_width, 32, "gan: discriminator base width")
+      ("latent", &options.latent, 64, "gan: latent size")
+      ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step")
+      ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c")
+      ("steps", &options.steps, 20, "ddpm sampling: DDIM steps (as kr generate --steps)")
+      ("guidance", &options.guidance, 2.0, "ddpm sampling: guidance scale (0: no guidance)")
+      ("guidance-batched", &options.guidance_batched, true, "ddpm sampling: one forward over [cond; null] (else two)")
+      ("warmup", &options.warmup, 3, "untimed iterations")
+      ("iterations", &options.iterations, 20, "timed iterations (training steps or sampling batches)")
+      ("json", &options.json, "", "append the result as one JSON line to this file").operational();
   // clang-format on
 }
 
@@ -71,11 +92,12 @@ std::vector<std::int64_t> parse_image(const std::string& text) {
 
 // Runs `warmup` untimed and `iterations` timed calls of `work` on every rank; the
 // wall time of the timed ones (barrier to barrier).
-double time_steps(Context& context, const std::function<void()>& work) {
-  for (int i = 0; i < context.get<int>("warmup"); ++i) work();
+double time_steps(Context& context, const BenchOptions& options,
+                  const std::function<void()>& work) {
+  for (int i = 0; i < options.warmup; ++i) work();
   context.comm.barrier();
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < context.get<int>("iterations"); ++i) work();
+  for (int i = 0; i < options.iterations; ++i) work();
   context.comm.barrier();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -94,12 +116,11 @@ struct Timed {
   double seconds = 0;
 };
 
-Timed bench_resnet(Context& context, const std::vector<std::int64_t>& dims, std::int64_t batch) {
+Timed bench_resnet(Context& context, const BenchOptions& options,
+                   const std::vector<std::int64_t>& dims, std::int64_t batch) {
   // See train_teacher.cpp: oneDNN's channels-last path needs widths divisible by 8.
-  const bool channels_last =
-      context.get<bool>("channels-last") && context.get<std::int64_t>("width") % 8 == 0;
-  nn::ResNetShape shape{dims[0], context.get<std::int64_t>("classes"),
-                        context.get<std::int64_t>("width"), dims[1], dims[2]};
+  const bool channels_last = options.channels_last && options.width % 8 == 0;
+  nn::ResNetShape shape{dims[0], options.classes, options.width, dims[1], dims[2]};
   torch::manual_seed(1);
   nn::ResNet20 model(shape);
   if (channels_last) nn::to_channels_last(*model);
@@ -111,7 +132,7 @@ Timed bench_resnet(Context& context, const std::vector<std::int64_t>& dims, std:
   model->train();
   Timed timed{"resnet20 train", channels_last ? "channels_last" : "nchw", double(batch),
               3.0 * nn::resnet20_forward_flops(shape), 0};
-  timed.seconds = time_steps(context, [&] {
+  timed.seconds = time_steps(context, options, [&] {
     optimizer.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
     loss.backward();
@@ -121,20 +142,20 @@ Timed bench_resnet(Context& context, const std::vector<std::int64_t>& dims, std:
   return timed;
 }
 
-gen::GeneratorSpec bench_spec(const Context& context, const std::vector<std::int64_t>& dims) {
+gen::GeneratorSpec bench_spec(const BenchOptions& options, const std::vector<std::int64_t>& dims) {
   gen::GeneratorSpec spec;
-  spec.model = context.get<std::string>("model");
+  spec.model = options.model;
   spec.channels = dims[0];
   spec.height = dims[1];
   spec.width = dims[2];
-  spec.classes = context.get<std::int64_t>("classes");
-  spec.latent = context.get<std::int64_t>("latent");
-  spec.g_width = context.get<std::int64_t>("g-width");
-  spec.d_width = context.get<std::int64_t>("d-width");
-  spec.unet_width = context.get<std::int64_t>("unet-width");
-  spec.sample_steps = context.get<std::int64_t>("steps");
-  spec.guidance = context.get<double>("guidance");
-  spec.guidance_batched = context.get<bool>("guidance-batched");
+  spec.classes = options.classes;
+  spec.latent = options.latent;
+  spec.g_width = options.g_width;
+  spec.d_width = options.d_width;
+  spec.unet_width = options.unet_width;
+  spec.sample_steps = options.steps;
+  spec.guidance = options.guidance;
+  spec.guidance_batched = options.guidance_batched;
   return spec;
 }
 
@@ -160,14 +181,15 @@ std::pair<double, double> generator_forward_flops(const gen::GeneratorSpec& spec
           0.0};
 }
 
-Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, std::int64_t batch) {
-  const auto spec = bench_spec(context, dims);
+Timed bench_generator(Context& context, const BenchOptions& options,
+                      const std::vector<std::int64_t>& dims, std::int64_t batch) {
+  const auto spec = bench_spec(options, dims);
   gen::GeneratorHyper hyper;
-  hyper.d_steps = context.get<std::int64_t>("d-steps");
+  hyper.d_steps = options.d_steps;
   hyper.seed = 1;
   gen::GeneratorUpdate update(context.comm, spec, hyper);
   const auto [g_flops, d_flops] = generator_forward_flops(spec, update);
-  const std::string mode = context.get<std::string>("mode");
+  const std::string mode = options.mode;
   Timed timed;
   timed.layout = "nchw";
   timed.images_per_step = static_cast<double>(batch);
@@ -188,7 +210,8 @@ Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, s
       timed.what = "ddpm train";
       timed.flops_per_image = 3.0 * g_flops;
     }
-    timed.seconds = time_steps(context, [&] { update.step(real, labels, indices, step++); });
+    timed.seconds =
+        time_steps(context, options, [&] { update.step(real, labels, indices, step++); });
   } else if (mode == "sample") {
     if (spec.model == "gan") {
       timed.what = "gan sample";
@@ -202,29 +225,29 @@ Timed bench_generator(Context& context, const std::vector<std::int64_t>& dims, s
       timed.flops_per_image =
           static_cast<double>(spec.sample_steps) * (guided ? 2.0 : 1.0) * g_flops;
     }
-    timed.seconds = time_steps(context, [&] { update.sampler().sample(indices, labels, 7); });
+    timed.seconds =
+        time_steps(context, options, [&] { update.sampler().sample(indices, labels, 7); });
   } else {
     throw UsageError("--mode must be train or sample, got '" + mode + "'");
   }
   return timed;
 }
 
-int run_bench(Context& context) {
-  const auto model = context.get<std::string>("model");
-  const auto dims = parse_image(context.get<std::string>("image"));
-  const auto batch = context.get<std::int64_t>("batch-per-rank");
+int run_bench(Context& context, const BenchOptions& options) {
+  const auto model = options.model;
+  const auto dims = parse_image(options.image);
+  const auto batch = options.batch_per_rank;
   if (batch < 1) throw UsageError("--batch-per-rank must be at least 1");
   Timed timed;
   if (model == "resnet20") {
-    if (context.get<std::string>("mode") != "train")
-      throw UsageError("--mode: resnet20 is timed in training only");
-    timed = bench_resnet(context, dims, batch);
+    if (options.mode != "train") throw UsageError("--mode: resnet20 is timed in training only");
+    timed = bench_resnet(context, options, dims, batch);
   } else if (model == "gan" || model == "ddpm") {
-    timed = bench_generator(context, dims, batch);
+    timed = bench_generator(context, options, dims, batch);
   } else {
     throw UsageError("--model must be resnet20, gan or ddpm, got '" + model + "'");
   }
-  const int iterations = context.get<int>("iterations");
+  const int iterations = options.iterations;
   const double images_per_second =
       timed.images_per_step * context.comm.size() * iterations / timed.seconds;
   const double gflops = images_per_second * timed.flops_per_image / 1e9;
@@ -234,7 +257,7 @@ int run_bench(Context& context) {
            {"ranks", context.comm.size()},
            {"threads_per_rank", context.threads.intra_op},
            {"batch_per_rank", batch},
-           {"image", context.get<std::string>("image")},
+           {"image", options.image},
            {"layout", timed.layout},
            {"images_per_second", images_per_second},
            {"gflop_per_image", timed.flops_per_image / 1e9},
@@ -242,21 +265,21 @@ int run_bench(Context& context) {
            {"seconds_per_step", timed.seconds / iterations},
            {"allocator", malloc_in_use()}};
   if (model == "gan") {
-    row["g_width"] = context.get<std::int64_t>("g-width");
-    row["d_width"] = context.get<std::int64_t>("d-width");
+    row["g_width"] = options.g_width;
+    row["d_width"] = options.d_width;
   } else if (model == "ddpm") {
-    row["unet_width"] = context.get<std::int64_t>("unet-width");
+    row["unet_width"] = options.unet_width;
   } else {
-    row["width"] = context.get<std::int64_t>("width");
+    row["width"] = options.width;
   }
   char line[300];
   std::snprintf(line, sizeof line,
                 "bench: %s %s %d rank(s) x %d thread(s), B=%lld/rank, %s: %.1f img/s, %.2f GFLOP/s",
-                timed.what.c_str(), context.get<std::string>("image").c_str(), context.comm.size(),
+                timed.what.c_str(), options.image.c_str(), context.comm.size(),
                 context.threads.intra_op, static_cast<long long>(batch), timed.layout.c_str(),
                 images_per_second, gflops);
   log::info(line);
-  const auto json_path = context.get<std::string>("json");
+  const auto json_path = options.json;
   if (!json_path.empty() && context.comm.rank() == 0) {
     std::string existing = path_exists(json_path) ? read_file(json_path) : "";
     write_file_atomic(json_path, existing + row.dump() + "\n");
@@ -267,8 +290,9 @@ int run_bench(Context& context) {
 }  // namespace
 
 Step bench_step() {
-  return Step{"bench", "time training or sampling steps of the networks (images/s, GFLOP/s)",
-              add_bench_options, run_bench};
+  return typed_step<BenchOptions>(
+      "bench", "time training or sampling steps of the networks (images/s, GFLOP/s)",
+      add_bench_options, run_bench);
 }
 
 }  // namespace kr::steps

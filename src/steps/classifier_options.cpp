@@ -11,39 +11,40 @@
 
 namespace kr::steps {
 
-void add_classifier_options(po::options_description& options, double default_label_smoothing,
-                            std::int64_t default_epochs) {
+void add_classifier_options(OptionTable& table, ClassifierOptions& options,
+                            double default_label_smoothing, std::int64_t default_epochs) {
   // clang-format off
-  options.add_options()
-      ("width", po::value<std::int64_t>()->default_value(16), "resnet20 base width w")
-      ("lr", po::value<double>()->default_value(0.1), "peak learning rate (SGD, Nesterov momentum, cosine)")
-      ("momentum", po::value<double>()->default_value(0.9), "SGD momentum")
-      ("weight-decay", po::value<double>()->default_value(5e-4), "L2 weight decay")
-      ("warmup-epochs", po::value<double>()->default_value(1.0), "linear learning-rate warm-up (epochs)")
-      ("label-smoothing", po::value<double>()->default_value(default_label_smoothing), "label smoothing of the cross-entropy")
-      ("crop-padding", po::value<int>()->default_value(2), "random-crop zero padding (pixels per side)")
-      ("hflip", po::value<std::string>()->default_value("auto"), "random horizontal flips: auto (per data set), yes, no")
-      ("channels-last", po::value<bool>()->default_value(true), "NHWC memory format for convolutions (faster here; widths not divisible by 8 stay NCHW)")
-      ("eval-batch", po::value<std::int64_t>()->default_value(500), "batch size for evaluation");
+  table
+      ("width", &options.width, 16, "resnet20 base width w")
+      ("lr", &options.lr, 0.1, "peak learning rate (SGD, Nesterov momentum, cosine)")
+      ("momentum", &options.momentum, 0.9, "SGD momentum")
+      ("weight-decay", &options.weight_decay, 5e-4, "L2 weight decay")
+      ("warmup-epochs", &options.warmup_epochs, 1.0, "linear learning-rate warm-up (epochs)")
+      ("label-smoothing", &options.label_smoothing, default_label_smoothing, "label smoothing of the cross-entropy")
+      ("crop-padding", &options.crop_padding, 2, "random-crop zero padding (pixels per side)")
+      ("hflip", &options.hflip, "auto", "random horizontal flips: auto (per data set), yes, no")
+      ("channels-last", &options.channels_last, true, "NHWC memory format for convolutions (faster here; widths not divisible by 8 stay NCHW)")
+      ("eval-batch", &options.eval_batch, 500, "batch size for evaluation");
   // clang-format on
-  add_training_options(options, default_epochs, 128);
+  add_training_options(table, options.training, default_epochs, 128);
 }
 
 train::ClassifierSettings classifier_settings(const Context& context,
+                                              const ClassifierOptions& options,
                                               const data::DatasetInfo& info) {
   train::ClassifierSettings settings;
-  settings.width = context.get<std::int64_t>("width");
-  settings.lr = context.get<double>("lr");
-  settings.momentum = context.get<double>("momentum");
-  settings.weight_decay = context.get<double>("weight-decay");
-  settings.warmup_epochs = context.get<double>("warmup-epochs");
-  settings.label_smoothing = context.get<double>("label-smoothing");
-  settings.crop_padding = context.get<int>("crop-padding");
-  settings.channels_last = context.get<bool>("channels-last");
-  settings.eval_batch = context.get<std::int64_t>("eval-batch");
-  settings.bucket_mb = context.get<double>("bucket-mb");
+  settings.width = options.width;
+  settings.lr = options.lr;
+  settings.momentum = options.momentum;
+  settings.weight_decay = options.weight_decay;
+  settings.warmup_epochs = options.warmup_epochs;
+  settings.label_smoothing = options.label_smoothing;
+  settings.crop_padding = options.crop_padding;
+  settings.channels_last = options.channels_last;
+  settings.eval_batch = options.eval_batch;
+  settings.bucket_mb = options.training.bucket_mb;
   settings.seed = context.get<std::uint64_t>("seed");
-  const auto hflip = context.get<std::string>("hflip");
+  const auto hflip = options.hflip;
   if (hflip != "auto" && hflip != "yes" && hflip != "no")
     throw UsageError("--hflip must be auto, yes or no");
   settings.hflip = hflip == "auto" ? info.hflip : hflip == "yes";

@@ -29,52 +29,70 @@ namespace kr::steps {
 
 namespace {
 
-void add_distill_options(po::options_description& options) {
+struct DistillOptions {
+  std::string data;
+  std::string teacher;
+  std::string pool;
+  std::string generator;
+  std::string out;
+  std::string targets;
+  double temperature = 1.0;
+  double hard_weight = 0.0;
+  double mixup = 0.0;
+  std::int64_t regen_every = 1;
+  std::int64_t epoch_size = 0;
+  bool generate_online = false;
+  std::int64_t sample_batch = 0;
+  std::string results_name;
+  ClassifierOptions classifier;
+};
+
+void add_distill_options(OptionTable& table, DistillOptions& options) {
   // clang-format off
-  options.add_options()
-      ("data", po::value<std::string>()->default_value(""), "prepared data set: only val (model selection) and test (reported once) are read (default: <workdir>/data/data.h5)")
-      ("teacher", po::value<std::string>()->default_value(""), "teacher run (default: <workdir>/teacher)")
-      ("pool", po::value<std::string>()->default_value(""), "synthetic pool from `kr generate` (default: <workdir>/pool)")
-      ("generator", po::value<std::string>()->default_value(""), "generator for --generate-online (default: <workdir>/generator)")
-      ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/student)")
-      ("targets", po::value<std::string>()->default_value("soft"), "soft (teacher on the augmented batch), stored (logits in the shards, no augmentation) or hard (conditioning labels)")
-      ("temperature", po::value<double>()->default_value(1.0), "distillation temperature T (student logits divided by T too, loss scaled by T^2)")
-      ("hard-weight", po::value<double>()->default_value(0.0), "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets")
-      ("mixup", po::value<double>()->default_value(0.0), "mix neighbouring synthetic images with lambda ~ Beta(a, a) before the teacher labels them (function matching; 0: off)")
-      ("regen-every", po::value<std::int64_t>()->default_value(1), "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)")
-      ("epoch-size", po::value<std::int64_t>()->default_value(0), "synthetic images per epoch (0: the real train size)")
-      ("generate-online", po::bool_switch(), "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
-      ("sample-batch", po::value<std::int64_t>()->default_value(0), "online sampling batch (0: the pool's)")
-      ("results-name", po::value<std::string>()->default_value("distill"), "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
+  table
+      ("data", &options.data, "", "prepared data set: only val (model selection) and test (reported once) are read (default: <workdir>/data/data.h5)").operational()
+      ("teacher", &options.teacher, "", "teacher run (default: <workdir>/teacher)")
+      ("pool", &options.pool, "", "synthetic pool from `kr generate` (default: <workdir>/pool)")
+      ("generator", &options.generator, "", "generator for --generate-online (default: <workdir>/generator)")
+      ("out", &options.out, "", "run directory (default: <workdir>/student)").operational()
+      ("targets", &options.targets, "soft", "soft (teacher on the augmented batch), stored (logits in the shards, no augmentation) or hard (conditioning labels)")
+      ("temperature", &options.temperature, 1.0, "distillation temperature T (student logits divided by T too, loss scaled by T^2)")
+      ("hard-weight", &options.hard_weight, 0.0, "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets")
+      ("mixup", &options.mixup, 0.0, "mix neighbouring synthetic images with lambda ~ Beta(a, a) before the teacher labels them (function matching; 0: off)")
+      ("regen-every", &options.regen_every, 1, "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)")
+      ("epoch-size", &options.epoch_size, 0, "synthetic images per epoch (0: the real train size)")
+      ("generate-online", &options.generate_online, "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
+      ("sample-batch", &options.sample_batch, 0, "online sampling batch (0: the pool's)")
+      ("results-name", &options.results_name, "distill", "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
   // clang-format on
-  add_classifier_options(options, 0.1, 30);
+  add_classifier_options(table, options.classifier, 0.1, 30);
 }
 
 class StudentTask final : public train::ClassifierTask {
  public:
-  StudentTask(Context& context, const data::Dataset& dataset, LoadedClassifier& teacher,
-              const io::SyntheticPool& pool, gen::Sampler* online, std::int64_t epoch_size,
-              std::int64_t steps_per_epoch)
-      : ClassifierTask(context.comm, classifier_settings(context, dataset.info), dataset.info,
-                       dataset.val, steps_per_epoch),
+  StudentTask(Context& context, const DistillOptions& options, const data::Dataset& dataset,
+              LoadedClassifier& teacher, const io::SyntheticPool& pool, gen::Sampler* online,
+              std::int64_t epoch_size, std::int64_t steps_per_epoch)
+      : ClassifierTask(context.comm, classifier_settings(context, options.classifier, dataset.info),
+                       dataset.info, dataset.val, steps_per_epoch),
         dataset_(dataset),
         teacher_(teacher),
         pool_(pool),
         online_(online),
         epoch_size_(epoch_size) {
-    settings_.kind = train::parse_target_kind(context.get<std::string>("targets"));
+    settings_.kind = train::parse_target_kind(options.targets);
     if (settings_.kind == train::TargetKind::stored && !pool.has_logits())
       throw UsageError(pool.directory() +
                        ": --targets stored needs teacher logits in the shards "
                        "(generate with a teacher)");
-    settings_.temperature = context.get<double>("temperature");
-    settings_.hard_weight = context.get<double>("hard-weight");
-    settings_.mixup = context.get<double>("mixup");
+    settings_.temperature = options.temperature;
+    settings_.hard_weight = options.hard_weight;
+    settings_.mixup = options.mixup;
     settings_.smoothing = label_smoothing();
     settings_.augment = augment();
     settings_.seed = seed();
     settings_.classes = dataset.info.classes;
-    regen_every_ = context.get<std::int64_t>("regen-every");
+    regen_every_ = options.regen_every;
     if (settings_.temperature <= 0) throw UsageError("--temperature must be positive");
     if (settings_.hard_weight < 0 || settings_.hard_weight > 1)
       throw UsageError("--hard-weight must be in [0, 1]");
@@ -83,7 +101,7 @@ class StudentTask final : public train::ClassifierTask {
       throw UsageError(
           "--mixup needs targets computed on the mixed batch: use --targets soft "
           "or hard");
-    sample_batch_ = context.get<std::int64_t>("sample-batch");
+    sample_batch_ = options.sample_batch;
     if (sample_batch_ <= 0) sample_batch_ = pool.manifest().at("settings").at("sample_batch");
     pool_seed_ = pool.manifest().at("settings").at("seed").get<std::uint64_t>();
     // The teacher's val predictions, for the agreement metric (this rank's slice).
@@ -242,11 +260,107 @@ class StudentTask final : public train::ClassifierTask {
   double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0;
 };
 
-int run_distill(Context& context) {
-  const std::string data_path = context.path_option("data", "data/data.h5");
-  const std::string run_dir = context.path_option("out", "student");
-  const std::string pool_dir = context.path_option("pool", "pool");
-  const std::string teacher_dir = context.path_option("teacher", "teacher");
+// How the run reads the pool: images per epoch, which parts, whether online sampling
+// must extend it.
+struct EpochPlan {
+  std::int64_t epoch_size = 0;
+  std::int64_t epochs = 0;
+  std::int64_t regen_every = 0;
+  std::int64_t parts_needed = 0;
+  bool online = false;
+};
+
+EpochPlan plan_epochs(const DistillOptions& options, const io::SyntheticPool& pool,
+                      std::int64_t real_train_size, const std::string& pool_dir) {
+  EpochPlan plan;
+  plan.epoch_size = options.epoch_size;
+  if (plan.epoch_size <= 0) plan.epoch_size = real_train_size;
+  plan.epochs = options.classifier.training.epochs;
+  plan.regen_every = options.regen_every;
+  if (plan.regen_every < 0) throw UsageError("--regen-every must be 0 (off) or positive");
+  plan.parts_needed = train::pool_part(plan.epochs - 1, plan.regen_every) + 1;
+  plan.online = options.generate_online;
+  if (plan.parts_needed * plan.epoch_size > pool.size() && !plan.online)
+    throw UsageError(pool_dir + " holds " + std::to_string(pool.size()) + " images; " +
+                     std::to_string(plan.epochs) + " epochs of " + std::to_string(plan.epoch_size) +
+                     " with --regen-every " + std::to_string(plan.regen_every) + " need " +
+                     std::to_string(plan.parts_needed * plan.epoch_size) +
+                     ". Generate with --pool-epochs " + std::to_string(plan.parts_needed) +
+                     ", or pass --generate-online");
+  return plan;
+}
+
+// The sampler that extends the pool in-process (--generate-online), when the pool is short.
+std::unique_ptr<gen::Sampler> online_sampler(const Context& context, const DistillOptions& options,
+                                             const io::SyntheticPool& pool,
+                                             const std::string& pool_dir, const EpochPlan& plan,
+                                             std::optional<gen::LoadedGenerator>& generator) {
+  if (!plan.online || plan.parts_needed * plan.epoch_size <= pool.size()) return nullptr;
+  const auto& settings = pool.manifest().at("settings");
+  generator = gen::load_generator(context.under_workdir(options.generator, "generator"));
+  if (generator->weights_sha256 != settings.at("generator_sha256"))
+    throw UsageError("--generate-online: the generator differs from the one that made " + pool_dir);
+  if (!settings.at("filter_tau").is_null())
+    throw UsageError("--generate-online: " + pool_dir +
+                     " was made with --filter-tau; online parts would not be filtered");
+  // Sample as the pool was made (its z-scale, DDIM steps and guidance), not as trained.
+  return gen::make_sampler(
+      gen::GeneratorSpec::from_json(settings.at("generator_spec"), pool_dir + "/manifest.json"),
+      generator->model);
+}
+
+Json distill_results(const Context& context, const DistillOptions& options, const EpochPlan& plan,
+                     StudentTask& task, const io::SyntheticPool& pool, const std::string& pool_dir,
+                     const train::TrainOutcome& outcome, const ClassifierResult& result,
+                     const train::EvalResult& teacher_test, std::int64_t steps_per_epoch) {
+  const std::int64_t seen = steps_per_epoch * options.classifier.training.batch * plan.epochs;
+  const std::int64_t unique = std::min(plan.parts_needed * plan.epoch_size, seen);
+  double data_s = 0, teacher_s = 0, student_s = 0;
+  for (const auto& epoch : outcome.history) {
+    data_s += epoch.value("data_seconds", 0.0);
+    teacher_s += epoch.value("teacher_seconds", 0.0);
+    student_s += epoch.value("student_seconds", 0.0);
+  }
+  return Json{{"step", "distill"},
+              {"model", "resnet20"},
+              {"width", task.shape().width},
+              {"targets", options.targets},
+              {"temperature", options.temperature},
+              {"label_smoothing", options.classifier.label_smoothing},
+              {"hard_weight", options.hard_weight},
+              {"mixup", options.mixup},
+              {"regen_every", plan.regen_every},
+              {"epoch_size", plan.epoch_size},
+              {"epochs", plan.epochs},
+              {"pool", pool_dir},
+              {"pool_size", pool.size()},
+              {"generator_model", pool.manifest().at("settings").at("generator_spec").at("model")},
+              {"generate_online", plan.online},
+              {"synthetic_images_seen", seen},
+              {"unique_synthetic_images", unique},
+              {"regenerations", plan.parts_needed},
+              {"best_epoch", outcome.best.value("epoch", 0)},
+              {"val_accuracy", result.val.accuracy()},
+              {"test_accuracy", result.test.accuracy()},
+              {"teacher_test_accuracy", teacher_test.accuracy()},
+              {"gap_points", 100.0 * (teacher_test.accuracy() - result.test.accuracy())},
+              {"test_images", result.test.count},
+              {"world_size", context.comm.size()},
+              {"threads_per_rank", context.threads.intra_op},
+              {"train_seconds_this_run", outcome.seconds},
+              {"time_split_seconds",
+               Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
+              {"images_per_second", outcome.images_per_second},
+              {"params_sha256", result.params_sha256},
+              {"parts", task.parts()},
+              {"history", outcome.history}};
+}
+
+int run_distill(Context& context, const DistillOptions& options) {
+  const std::string data_path = context.under_workdir(options.data, "data/data.h5");
+  const std::string run_dir = context.under_workdir(options.out, "student");
+  const std::string pool_dir = context.under_workdir(options.pool, "pool");
+  const std::string teacher_dir = context.under_workdir(options.teacher, "teacher");
   const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
   const std::int64_t real_train_size = dataset.train.size();
@@ -257,36 +371,9 @@ int run_distill(Context& context) {
   if (pool.classes() != dataset.info.classes || shape.at(0) != dataset.info.channels ||
       shape.at(1) != dataset.info.height || shape.at(2) != dataset.info.width)
     throw Error(pool_dir + ": pool images or classes do not match " + data_path);
-
-  std::int64_t epoch_size = context.get<std::int64_t>("epoch-size");
-  if (epoch_size <= 0) epoch_size = real_train_size;
-  const auto epochs = context.get<std::int64_t>("epochs");
-  const auto regen_every = context.get<std::int64_t>("regen-every");
-  if (regen_every < 0) throw UsageError("--regen-every must be 0 (off) or positive");
-  const std::int64_t parts_needed = train::pool_part(epochs - 1, regen_every) + 1;
-  const bool online = context.get<bool>("generate-online");
-  if (parts_needed * epoch_size > pool.size() && !online)
-    throw UsageError(pool_dir + " holds " + std::to_string(pool.size()) + " images; " +
-                     std::to_string(epochs) + " epochs of " + std::to_string(epoch_size) +
-                     " with --regen-every " + std::to_string(regen_every) + " need " +
-                     std::to_string(parts_needed * epoch_size) + ". Generate with --pool-epochs " +
-                     std::to_string(parts_needed) + ", or pass --generate-online");
+  const auto plan = plan_epochs(options, pool, real_train_size, pool_dir);
   std::optional<gen::LoadedGenerator> generator;
-  std::unique_ptr<gen::Sampler> online_sampler;
-  if (online && parts_needed * epoch_size > pool.size()) {
-    const auto& settings = pool.manifest().at("settings");
-    generator = gen::load_generator(context.path_option("generator", "generator"));
-    if (generator->weights_sha256 != settings.at("generator_sha256"))
-      throw UsageError("--generate-online: the generator differs from the one that made " +
-                       pool_dir);
-    if (!settings.at("filter_tau").is_null())
-      throw UsageError("--generate-online: " + pool_dir +
-                       " was made with --filter-tau; online parts would not be filtered");
-    // Sample as the pool was made (its z-scale, DDIM steps and guidance), not as trained.
-    online_sampler = gen::make_sampler(
-        gen::GeneratorSpec::from_json(settings.at("generator_spec"), pool_dir + "/manifest.json"),
-        generator->model);
-  }
+  const auto sampler = online_sampler(context, options, pool, pool_dir, plan, generator);
 
   RunRecord record(context, run_dir);
   record.add_input("data", data_path);
@@ -294,22 +381,22 @@ int run_distill(Context& context) {
   record.add_input("pool_manifest", pool_dir + "/manifest.json");
   log::open_jsonl(run_dir);
 
-  const std::int64_t steps_per_epoch = epoch_size / context.get<std::int64_t>("batch");
-  StudentTask task(context, dataset, teacher, pool, online_sampler.get(), epoch_size,
+  const std::int64_t steps_per_epoch = plan.epoch_size / options.classifier.training.batch;
+  StudentTask task(context, options, dataset, teacher, pool, sampler.get(), plan.epoch_size,
                    steps_per_epoch);
-  auto options = trainer_options(context, run_dir, "distill");
-  const std::string hash = config_hash(context.config, {"teacher", "pool", "generator"}) + "-" +
+  const auto trainer = trainer_options(context, options.classifier.training, run_dir, "distill");
+  const std::string hash = config_hash(context, {"teacher", "pool", "generator"}) + "-" +
                            teacher.weights_sha256.substr(0, 8) + "-" +
                            pool.manifest().at("settings_hash").get<std::string>().substr(0, 8);
-  train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
+  train::CheckpointManager checkpoints(context.comm, trainer.checkpoint_dir, trainer.keep,
                                        run_identity(context, hash), context.config);
   log::info("distill: student resnet20 w=" + std::to_string(task.shape().width) + ", targets " +
-            context.get<std::string>("targets") + ", " + std::to_string(epoch_size) +
-            " synthetic images per epoch, regenerate every " + std::to_string(regen_every) +
+            options.targets + ", " + std::to_string(plan.epoch_size) +
+            " synthetic images per epoch, regenerate every " + std::to_string(plan.regen_every) +
             " epoch(s), pool of " + std::to_string(pool.size()) + ", " +
             std::to_string(context.comm.size()) + " rank(s) x " +
             std::to_string(context.threads.intra_op) + " thread(s)");
-  const auto outcome = train::run_training(context.comm, task, options, checkpoints);
+  const auto outcome = train::run_training(context.comm, task, trainer, checkpoints);
   if (outcome.preempted) {
     record.finish("preempted");
     return exit_code::preempted;
@@ -317,51 +404,12 @@ int run_distill(Context& context) {
   const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset);
   const auto teacher_test = train::evaluate_classifier(
       context.comm, [&](const at::Tensor& images) { return teacher.logits(images); }, dataset.test,
-      context.get<std::int64_t>("eval-batch"));
-  const std::int64_t seen = steps_per_epoch * context.get<std::int64_t>("batch") * epochs;
-  const std::int64_t unique = std::min(parts_needed * epoch_size, seen);
-  double data_s = 0, teacher_s = 0, student_s = 0;
-  for (const auto& epoch : outcome.history) {
-    data_s += epoch.value("data_seconds", 0.0);
-    teacher_s += epoch.value("teacher_seconds", 0.0);
-    student_s += epoch.value("student_seconds", 0.0);
-  }
-  Json results{{"step", "distill"},
-               {"model", "resnet20"},
-               {"width", task.shape().width},
-               {"targets", context.get<std::string>("targets")},
-               {"temperature", context.get<double>("temperature")},
-               {"label_smoothing", context.get<double>("label-smoothing")},
-               {"hard_weight", context.get<double>("hard-weight")},
-               {"mixup", context.get<double>("mixup")},
-               {"regen_every", regen_every},
-               {"epoch_size", epoch_size},
-               {"epochs", epochs},
-               {"pool", pool_dir},
-               {"pool_size", pool.size()},
-               {"generator_model", pool.manifest().at("settings").at("generator_spec").at("model")},
-               {"generate_online", online},
-               {"synthetic_images_seen", seen},
-               {"unique_synthetic_images", unique},
-               {"regenerations", parts_needed},
-               {"best_epoch", outcome.best.value("epoch", 0)},
-               {"val_accuracy", result.val.accuracy()},
-               {"test_accuracy", result.test.accuracy()},
-               {"teacher_test_accuracy", teacher_test.accuracy()},
-               {"gap_points", 100.0 * (teacher_test.accuracy() - result.test.accuracy())},
-               {"test_images", result.test.count},
-               {"world_size", context.comm.size()},
-               {"threads_per_rank", context.threads.intra_op},
-               {"train_seconds_this_run", outcome.seconds},
-               {"time_split_seconds",
-                Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
-               {"images_per_second", outcome.images_per_second},
-               {"params_sha256", result.params_sha256},
-               {"parts", task.parts()},
-               {"history", outcome.history}};
+      options.classifier.eval_batch);
+  const Json results = distill_results(context, options, plan, task, pool, pool_dir, outcome,
+                                       result, teacher_test, steps_per_epoch);
   if (context.comm.rank() == 0) {
     make_dirs(results_dir);
-    const std::string name = context.get<std::string>("results-name");
+    const std::string& name = options.results_name;
     write_history_csv(
         results_dir + "/" + name + "_epochs.csv", outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss", "pool_part",
@@ -386,9 +434,9 @@ int run_distill(Context& context) {
 }  // namespace
 
 Step distill_step() {
-  return Step{"distill",
-              "train the student on synthetic images only, by distillation from the teacher",
-              add_distill_options, run_distill};
+  return typed_step<DistillOptions>(
+      "distill", "train the student on synthetic images only, by distillation from the teacher",
+      add_distill_options, run_distill);
 }
 
 }  // namespace kr::steps

@@ -29,21 +29,35 @@ namespace kr::steps {
 
 namespace {
 
-void add_generate_options(po::options_description& options) {
+struct GenerateOptions {
+  std::string data;
+  std::string generator;
+  std::string teacher;
+  std::string out;
+  std::int64_t count = 0;
+  std::int64_t per_class = 0;
+  std::int64_t pool_epochs = 1;
+  std::int64_t block = 2000;
+  std::int64_t sample_batch = 250;
+  double filter_tau = 0.0;
+  SamplingOptions sampling;
+};
+
+void add_generate_options(OptionTable& table, GenerateOptions& options) {
   // clang-format off
-  options.add_options()
-      ("data", po::value<std::string>()->default_value(""), "prepared data set, for the default count (default: <workdir>/data/data.h5)")
-      ("generator", po::value<std::string>()->default_value(""), "generator run or checkpoint (default: <workdir>/generator)")
-      ("teacher", po::value<std::string>()->default_value(""), "teacher run whose logits are stored (default: <workdir>/teacher if present; 'none' for none)")
-      ("out", po::value<std::string>()->default_value(""), "pool directory (default: <workdir>/pool)")
-      ("count", po::value<std::int64_t>()->default_value(0), "images per regeneration (0: the real train size)")
-      ("per-class", po::value<std::int64_t>()->default_value(0), "images per class per regeneration (overrides --count)")
-      ("pool-epochs", po::value<std::int64_t>()->default_value(1), "disjoint regenerations held in the pool")
-      ("block", po::value<std::int64_t>()->default_value(2000), "global indices per shard (a multiple of --sample-batch)")
-      ("sample-batch", po::value<std::int64_t>()->default_value(250), "images per generator forward (fixed: part of the settings)")
-      ("filter-tau", po::value<double>()->default_value(0.0), "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)");
+  table
+      ("data", &options.data, "", "prepared data set, for the default count (default: <workdir>/data/data.h5)").operational()
+      ("generator", &options.generator, "", "generator run or checkpoint (default: <workdir>/generator)")
+      ("teacher", &options.teacher, "", "teacher run whose logits are stored (default: <workdir>/teacher if present; 'none' for none)")
+      ("out", &options.out, "", "pool directory (default: <workdir>/pool)").operational()
+      ("count", &options.count, 0, "images per regeneration (0: the real train size)")
+      ("per-class", &options.per_class, 0, "images per class per regeneration (overrides --count)")
+      ("pool-epochs", &options.pool_epochs, 1, "disjoint regenerations held in the pool")
+      ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)")
+      ("sample-batch", &options.sample_batch, 250, "images per generator forward (fixed: part of the settings)")
+      ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)");
   // clang-format on
-  add_sampling_options(options);
+  add_sampling_options(table, options.sampling);
 }
 
 // What one `kr generate` call makes, checked once: the pool's settings (a rerun into
@@ -62,18 +76,17 @@ struct PoolPlan {
   std::string settings_hash;
 };
 
-PoolPlan plan_pool(Context& context, const gen::GeneratorSpec& spec,
+PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::GeneratorSpec& spec,
                    const std::string& generator_sha256, const LoadedClassifier* teacher) {
   PoolPlan plan;
-  plan.out = context.path_option("out", "pool");
-  plan.count = context.get<std::int64_t>("count");
-  if (context.get<std::int64_t>("per-class") > 0)
-    plan.count = context.get<std::int64_t>("per-class") * spec.classes;
+  plan.out = context.under_workdir(options.out, "pool");
+  plan.count = options.count;
+  if (options.per_class > 0) plan.count = options.per_class * spec.classes;
   if (plan.count <= 0)
-    plan.count = io::read_dataset(context.path_option("data", "data/data.h5")).train.size();
-  plan.pool_epochs = context.get<std::int64_t>("pool-epochs");
-  plan.block = context.get<std::int64_t>("block");
-  plan.sample_batch = context.get<std::int64_t>("sample-batch");
+    plan.count = io::read_dataset(context.under_workdir(options.data, "data/data.h5")).train.size();
+  plan.pool_epochs = options.pool_epochs;
+  plan.block = options.block;
+  plan.sample_batch = options.sample_batch;
   plan.seed = context.get<std::uint64_t>("seed");
   if (plan.pool_epochs < 1) throw UsageError("--pool-epochs must be at least 1");
   if (plan.sample_batch < 1 || plan.block < plan.sample_batch ||
@@ -82,7 +95,7 @@ PoolPlan plan_pool(Context& context, const gen::GeneratorSpec& spec,
                      ") must be a positive multiple of --sample-batch (" +
                      std::to_string(plan.sample_batch) + ")");
   plan.total = plan.count * plan.pool_epochs;
-  plan.tau = context.get<double>("filter-tau");
+  plan.tau = options.filter_tau;
   plan.filtered = plan.tau > 0.0;
   if (plan.tau < 0.0 || plan.tau >= 1.0) throw UsageError("--filter-tau must be in [0, 1)");
   if (plan.filtered && !teacher)
@@ -211,7 +224,7 @@ Json PoolWriter::make_filtered(const std::vector<std::int64_t>& todo) {
   if (missing.item<std::int64_t>() == 0)
     return Json{{"tau", plan_.tau}, {"note", "every shard was already complete"}};
   const std::int64_t classes = sampler_.spec().classes;
-  const std::int64_t blocks = (plan_.total + plan_.block - 1) / plan_.block;
+  const std::int64_t blocks = io::shard_count(plan_.total, plan_.block);
   run_on_root(context_.comm, [&] { make_dirs(plan_.out + "/candidates"); });
   gen::CandidateSet candidates(plan_.block, classes,
                                [&](std::int64_t b) { return read_candidates(b); });
@@ -257,9 +270,10 @@ Json PoolWriter::make_filtered(const std::vector<std::int64_t>& todo) {
 
 // The teacher whose logits the pool stores: --teacher, else <workdir>/teacher when it
 // exists; 'none' for none.
-std::optional<LoadedClassifier> pool_teacher(Context& context, const gen::GeneratorSpec& spec) {
-  const std::string option = context.get<std::string>("teacher");
-  const std::string dir = context.path_option("teacher", "teacher");
+std::optional<LoadedClassifier> pool_teacher(const Context& context, const GenerateOptions& options,
+                                             const gen::GeneratorSpec& spec) {
+  const std::string option = options.teacher;
+  const std::string dir = context.under_workdir(options.teacher, "teacher");
   if (option == "none" || (option.empty() && !path_exists(dir + "/model.json")))
     return std::nullopt;
   return load_classifier(dir, spec.channels, spec.classes);
@@ -283,7 +297,7 @@ Json generate_results(Context& context, const PoolPlan& plan, const gen::Generat
       {"per_class_per_regeneration", plan.count / spec.classes},
       {"block", plan.block},
       {"sample_batch", plan.sample_batch},
-      {"shards", (plan.total + plan.block - 1) / plan.block},
+      {"shards", io::shard_count(plan.total, plan.block)},
       {"shards_made", static_cast<std::int64_t>(sums[3].item<double>())},
       {"shards_kept", static_cast<std::int64_t>(sums[4].item<double>())},
       {"filter", filter_results},
@@ -314,14 +328,14 @@ std::vector<std::string> all_made_files(comm::Communicator& comm,
   return all;
 }
 
-int run_generate(Context& context) {
+int run_generate(Context& context, const GenerateOptions& options) {
   const auto start = Clock::now();
-  auto generator = gen::load_generator(context.path_option("generator", "generator"));
-  const auto spec = with_sampling_options(context, generator.spec);
+  auto generator = gen::load_generator(context.under_workdir(options.generator, "generator"));
+  const auto spec = with_sampling_options(options.sampling, generator.spec);
   auto sampler = gen::make_sampler(spec, generator.model);
-  auto teacher = pool_teacher(context, spec);
+  auto teacher = pool_teacher(context, options, spec);
   const auto plan =
-      plan_pool(context, spec, generator.weights_sha256, teacher ? &*teacher : nullptr);
+      plan_pool(context, options, spec, generator.weights_sha256, teacher ? &*teacher : nullptr);
 
   // A rerun must have the same settings (checked before the run record, so a refused
   // rerun leaves a complete pool's record as it was); a crash must not leave a manifest
@@ -386,7 +400,7 @@ int run_generate(Context& context) {
   std::snprintf(line, sizeof line,
                 "generate: %lld images in %lld shards (%lld made, %lld kept) in %.1f s, %.0f img/s",
                 static_cast<long long>(plan.total),
-                static_cast<long long>((plan.total + plan.block - 1) / plan.block),
+                static_cast<long long>(io::shard_count(plan.total, plan.block)),
                 static_cast<long long>(sums[3].item<double>()),
                 static_cast<long long>(sums[4].item<double>()), total_seconds,
                 sums[5].item<double>() / std::max(1e-9, slowest.item<double>()));
@@ -400,8 +414,9 @@ int run_generate(Context& context) {
 }  // namespace
 
 Step generate_step() {
-  return Step{"generate", "regenerate a synthetic pool into sharded HDF5, spread over ranks",
-              add_generate_options, run_generate};
+  return typed_step<GenerateOptions>(
+      "generate", "regenerate a synthetic pool into sharded HDF5, spread over ranks",
+      add_generate_options, run_generate);
 }
 
 }  // namespace kr::steps

@@ -19,25 +19,37 @@ namespace kr::steps {
 
 namespace {
 
-void add_prepare_options(po::options_description& options) {
+struct PrepareOptions {
+  std::string source;
+  std::string format;
+  std::string name;
+  std::string hflip;
+  std::string out;
+  bool overwrite = false;
+  std::int64_t val_size = 5000;
+  std::uint64_t split_seed = 0;
+  std::int64_t train_limit = 0;
+  std::int64_t per_class_limit = 0;
+  std::int64_t val_limit = 0;
+  std::int64_t test_limit = 0;
+};
+
+void add_prepare_options(OptionTable& table, PrepareOptions& options) {
   // clang-format off
-  options.add_options()
-      ("source", po::value<std::string>()->default_value(io::kDefaultSource),
-       "data set to ingest: IDX directory, CIFAR batch directory, MedMNIST .npz, or a kr .h5 file")
-      ("format", po::value<std::string>()->default_value("auto"), "auto, idx, cifar10, cifar100, npz, h5")
-      ("name", po::value<std::string>()->default_value(""), "data set name (default: from the source path)")
-      ("hflip", po::value<std::string>()->default_value("auto"),
-       "whether horizontal flips are a valid augmentation: auto (per known data set), yes, no")
-      ("out", po::value<std::string>()->default_value(""), "output file (default: <workdir>/data/data.h5)")
-      ("overwrite", po::bool_switch(), "replace an existing output file")
-      ("val-size", po::value<std::int64_t>()->default_value(5000),
-       "images carved from train into val (class-stratified) when the source has no val split;\n"
+  table
+      ("source", &options.source, io::kDefaultSource, "data set to ingest: IDX directory, CIFAR batch directory, MedMNIST .npz, or a kr .h5 file")
+      ("format", &options.format, "auto", "auto, idx, cifar10, cifar100, npz, h5")
+      ("name", &options.name, "", "data set name (default: from the source path)")
+      ("hflip", &options.hflip, "auto", "whether horizontal flips are a valid augmentation: auto (per known data set), yes, no")
+      ("out", &options.out, "", "output file (default: <workdir>/data/data.h5)").operational()
+      ("overwrite", &options.overwrite, "replace an existing output file").operational()
+      ("val-size", &options.val_size, 5000, "images carved from train into val (class-stratified) when the source has no val split;\n"
        "given explicitly for a source with val (npz, kr .h5), train and val are merged and re-split")
-      ("split-seed", po::value<std::uint64_t>()->default_value(0), "seed of the val split and of the limits")
-      ("train-limit", po::value<std::int64_t>()->default_value(0), "keep this many train images, stratified (0: all)")
-      ("per-class-limit", po::value<std::int64_t>()->default_value(0), "keep at most this many train images per class (0: all)")
-      ("val-limit", po::value<std::int64_t>()->default_value(0), "keep this many val images, stratified (0: all)")
-      ("test-limit", po::value<std::int64_t>()->default_value(0), "keep this many test images, stratified (0: all)");
+      ("split-seed", &options.split_seed, 0, "seed of the val split and of the limits")
+      ("train-limit", &options.train_limit, 0, "keep this many train images, stratified (0: all)")
+      ("per-class-limit", &options.per_class_limit, 0, "keep at most this many train images per class (0: all)")
+      ("val-limit", &options.val_limit, 0, "keep this many val images, stratified (0: all)")
+      ("test-limit", &options.test_limit, 0, "keep this many test images, stratified (0: all)");
   // clang-format on
 }
 
@@ -47,10 +59,11 @@ data::ImageSet stratified_subset(const data::ImageSet& set, std::int64_t classes
   return data::take(set, data::stratified_choice(set.labels, classes, limit, seed).first);
 }
 
-data::Dataset build_dataset(const io::Source& source, const Context& context) {
+data::Dataset build_dataset(const io::Source& source, const Context& context,
+                            const PrepareOptions& options) {
   data::Dataset dataset;
   dataset.info = source.info;
-  const auto seed = context.get<std::uint64_t>("split-seed");
+  const auto seed = options.split_seed;
   dataset.info.split_seed = seed;
   const auto classes = dataset.info.classes;
   dataset.test = source.test;
@@ -65,7 +78,7 @@ data::Dataset build_dataset(const io::Source& source, const Context& context) {
       pool = data::ImageSet{torch::cat({source.train.images, source.val->images}),
                             torch::cat({source.train.labels, source.val->labels})};
     }
-    const auto val_size = context.get<std::int64_t>("val-size");
+    const auto val_size = options.val_size;
     if (val_size <= 0 || val_size >= pool.size()) {
       throw UsageError("--val-size " + std::to_string(val_size) + " must be between 1 and the " +
                        std::to_string(pool.size() - 1) + " train images");
@@ -74,38 +87,35 @@ data::Dataset build_dataset(const io::Source& source, const Context& context) {
     dataset.val = data::take(pool, val);
     dataset.train = data::take(pool, train);
   }
-  const auto per_class = context.get<std::int64_t>("per-class-limit");
+  const auto per_class = options.per_class_limit;
   if (per_class > 0)
     dataset.train = data::take(
         dataset.train, data::per_class_choice(dataset.train.labels, classes, per_class, seed));
-  dataset.train =
-      stratified_subset(dataset.train, classes, context.get<std::int64_t>("train-limit"), seed + 1);
-  dataset.val =
-      stratified_subset(dataset.val, classes, context.get<std::int64_t>("val-limit"), seed + 2);
-  dataset.test =
-      stratified_subset(dataset.test, classes, context.get<std::int64_t>("test-limit"), seed + 3);
+  dataset.train = stratified_subset(dataset.train, classes, options.train_limit, seed + 1);
+  dataset.val = stratified_subset(dataset.val, classes, options.val_limit, seed + 2);
+  dataset.test = stratified_subset(dataset.test, classes, options.test_limit, seed + 3);
   return dataset;
 }
 
-int run_prepare(Context& context) {
-  const std::string out = context.path_option("out", "data/data.h5");
-  const bool overwrite = context.get<bool>("overwrite");
+int run_prepare(Context& context, const PrepareOptions& options) {
+  const std::string out = context.under_workdir(options.out, "data/data.h5");
+  const bool overwrite = options.overwrite;
   RunRecord record(context, parent_dir(out));
   const auto start = std::chrono::steady_clock::now();
   run_on_root(context.comm, [&] {
     if (path_exists(out) && !overwrite) {
       throw Error(out + ": output exists; pass --overwrite to replace it");
     }
-    io::SourceOptions options;
-    options.path = context.get<std::string>("source");
-    options.format = context.get<std::string>("format");
-    options.name = context.get<std::string>("name");
-    options.hflip = context.get<std::string>("hflip");
+    io::SourceOptions source_options;
+    source_options.path = options.source;
+    source_options.format = options.format;
+    source_options.name = options.name;
+    source_options.hflip = options.hflip;
     if (options.hflip != "auto" && options.hflip != "yes" && options.hflip != "no") {
       throw UsageError("--hflip must be auto, yes or no");
     }
-    const io::Source source = io::load_source(options);
-    const data::Dataset dataset = build_dataset(source, context);
+    const io::Source source = io::load_source(source_options);
+    const data::Dataset dataset = build_dataset(source, context, options);
     make_dirs(parent_dir(out));
     io::write_dataset(dataset, out);
     const double seconds =
@@ -146,8 +156,9 @@ int run_prepare(Context& context) {
 }  // namespace
 
 Step prepare_step() {
-  return Step{"prepare", "ingest a real data set into the canonical HDF5 file (train/val/test)",
-              add_prepare_options, run_prepare};
+  return typed_step<PrepareOptions>(
+      "prepare", "ingest a real data set into the canonical HDF5 file (train/val/test)",
+      add_prepare_options, run_prepare);
 }
 
 }  // namespace kr::steps

@@ -15,19 +15,24 @@ namespace kr::steps {
 
 namespace {
 
-void add_run_options(po::options_description& options) {
+struct RunOptions {
+  std::string pipeline;
+  bool list = false;
+};
+
+void add_run_options(OptionTable& table, RunOptions& options) {
   // clang-format off
-  options.add_options()
-      ("pipeline", po::value<std::string>()->default_value("kr"), "pipeline name (jobs/<name>.pipeline) or file")
-      ("list", po::bool_switch(), "print the pipeline's steps as JSON ([{step, directory, options}], file checked) and run nothing");
+  table
+      ("pipeline", &options.pipeline, "kr", "pipeline name (jobs/<name>.pipeline) or file")
+      ("list", &options.list, "print the pipeline's steps as JSON ([{step, directory, options}], file checked) and run nothing").operational();
   // clang-format on
 }
 
-int run_run(Context& context) {
+int run_run(Context& context, const RunOptions& options) {
   const auto start = Clock::now();
-  const std::string path = pipeline_path(context.get<std::string>("pipeline"));
+  const std::string path = pipeline_path(options.pipeline);
   const auto steps = read_pipeline(path);
-  if (context.get<bool>("list")) {
+  if (options.list) {
     Json listing = Json::array();
     for (const auto& step : steps)
       listing.push_back(
@@ -49,8 +54,9 @@ int run_run(Context& context) {
 }  // namespace
 
 Step run_step() {
-  return Step{"run", "a whole pipeline (jobs/*.pipeline) step after step, skipping complete steps",
-              add_run_options, run_run};
+  return typed_step<RunOptions>(
+      "run", "a whole pipeline (jobs/*.pipeline) step after step, skipping complete steps",
+      add_run_options, run_run);
 }
 
 }  // namespace kr::steps

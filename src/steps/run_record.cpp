@@ -49,7 +49,7 @@ RunRecord::RunRecord(Context& context, std::string run_dir)
   }
   record_["slurm"] = slurm;
   record_["config"] = context.config;
-  record_["config_hash"] = config_hash(context.config);
+  record_["config_hash"] = config_hash(context);
   record_["inputs"] = Json::object();
   if (context.comm.rank() == 0) {
     make_dirs(run_dir_);

@@ -18,28 +18,37 @@ namespace kr::steps {
 
 namespace {
 
-void add_sample_options(po::options_description& options) {
+struct SampleOptions {
+  std::string checkpoint;
+  std::int64_t per_class = 10;
+  std::string out;
+  std::string indices;
+  std::int64_t sample_batch = 250;
+  SamplingOptions sampling;
+};
+
+void add_sample_options(OptionTable& table, SampleOptions& options) {
   // clang-format off
-  options.add_options()
-      ("checkpoint", po::value<std::string>()->default_value(""), "generator run directory or one of its checkpoints (default: <workdir>/generator)")
-      ("per-class", po::value<std::int64_t>()->default_value(10), "images per class (one row per class)")
-      ("out", po::value<std::string>()->default_value("grid.png"), "PNG file to write")
-      ("indices", po::value<std::string>()->default_value(""), "instead of a grid: regenerate these comma-separated global indices of a pool made with the same --seed and --sample-batch, into the HDF5 file --out (/images, /labels)")
-      ("sample-batch", po::value<std::int64_t>()->default_value(250), "with --indices: the pool's sample batch");
+  table
+      ("checkpoint", &options.checkpoint, "", "generator run directory or one of its checkpoints (default: <workdir>/generator)")
+      ("per-class", &options.per_class, 10, "images per class (one row per class)")
+      ("out", &options.out, "grid.png", "PNG file to write").operational()
+      ("indices", &options.indices, "", "instead of a grid: regenerate these comma-separated global indices of a pool made with the same --seed and --sample-batch, into the HDF5 file --out (/images, /labels)")
+      ("sample-batch", &options.sample_batch, 250, "with --indices: the pool's sample batch");
   // clang-format on
-  add_sampling_options(options);
+  add_sampling_options(table, options.sampling);
 }
 
-int run_sample(Context& context) {
+int run_sample(Context& context, const SampleOptions& options) {
   run_on_root(context.comm, [&] {
-    const std::string path = context.path_option("checkpoint", "generator");
+    const std::string path = context.under_workdir(options.checkpoint, "generator");
     auto loaded = gen::load_generator(path);
-    const auto spec = with_sampling_options(context, loaded.spec);
+    const auto spec = with_sampling_options(options.sampling, loaded.spec);
     auto sampler = gen::make_sampler(spec, loaded.model);
-    const auto out = context.get<std::string>("out");
-    const auto indices = context.get<std::string>("indices");
+    const auto& out = options.out;
+    const auto& indices = options.indices;
     if (!indices.empty()) {
-      const auto batch = context.get<std::int64_t>("sample-batch");
+      const auto batch = options.sample_batch;
       std::vector<at::Tensor> images;
       std::vector<std::int64_t> labels;
       for (const std::int64_t index : parse_int_list(indices, "indices")) {
@@ -61,7 +70,7 @@ int run_sample(Context& context) {
       log::info("sample: wrote " + std::to_string(labels.size()) + " regenerated images to " + out);
       return;
     }
-    const auto per_class = context.get<std::int64_t>("per-class");
+    const auto per_class = options.per_class;
     if (per_class <= 0) throw UsageError("--per-class must be positive");
     comm::SelfCommunicator alone;  // rank 0 alone makes the whole grid
     io::write_png(out,
@@ -75,8 +84,9 @@ int run_sample(Context& context) {
 }  // namespace
 
 Step sample_step() {
-  return Step{"sample", "write a per-class sample grid PNG from a generator checkpoint",
-              add_sample_options, run_sample};
+  return typed_step<SampleOptions>("sample",
+                                   "write a per-class sample grid PNG from a generator checkpoint",
+                                   add_sample_options, run_sample);
 }
 
 }  // namespace kr::steps

@@ -12,15 +12,17 @@ namespace kr::steps {
 
 namespace {
 
-void add_status_options(po::options_description& options) {
-  // clang-format off
-  options.add_options()
-      ("dir", po::value<std::string>()->required(), "a step's run directory (also the first argument)");
-  // clang-format on
+struct StatusOptions {
+  std::string dir;
+};
+
+void add_status_options(OptionTable& table, StatusOptions& options) {
+  table.description().add_options()("dir", po::value<std::string>(&options.dir)->required(),
+                                    "a step's run directory (also the first argument)");
 }
 
-int run_status_step(Context& context) {
-  const auto dir = context.get<std::string>("dir");
+int run_status_step(Context& context, const StatusOptions& options) {
+  const auto& dir = options.dir;
   const auto status = run_status(dir);
   if (context.comm.rank() == 0) std::cout << dir << ": " << status << "\n";
   return status == "complete" ? exit_code::ok : exit_code::failure;
@@ -29,10 +31,11 @@ int run_status_step(Context& context) {
 }  // namespace
 
 Step status_step() {
-  return Step{"status",
-              "is a run directory complete? prints complete, failed, running, missing or "
-              "unreadable; exit 0 only when complete",
-              add_status_options, run_status_step, "dir"};
+  return typed_step<StatusOptions>(
+      "status",
+      "is a run directory complete? prints complete, failed, running, missing or "
+      "unreadable; exit 0 only when complete",
+      add_status_options, run_status_step, "dir");
 }
 
 }  // namespace kr::steps

@@ -1,16 +1,12 @@
 #include "kr/steps/step.hpp"
 
-#include <set>
-
 #include "kr/core/error.hpp"
 #include "kr/core/sha256.hpp"
 
 namespace kr::steps {
 
-std::string Context::path_option(const std::string& name, const std::string& fallback) const {
-  if (options.count(name) && !options[name].as<std::string>().empty())
-    return options[name].as<std::string>();
-  return workdir() + "/" + fallback;
+std::string Context::under_workdir(const std::string& given, const std::string& fallback) const {
+  return given.empty() ? workdir() + "/" + fallback : given;
 }
 
 int run_nested_step(Context& parent, comm::Communicator& comm, const std::string& name,
@@ -19,33 +15,18 @@ int run_nested_step(Context& parent, comm::Communicator& comm, const std::string
   if (!step) throw Error("no step named '" + name + "'");
   if (!parent.parse_options) throw Error("nested steps need the cli's option parser");
   StepOptions options = parent.parse_options(*step, args);
-  Context context{comm,           parent.runtime, options.values,      options.config,
-                  parent.threads, step->name,     parent.parse_options};
+  Context context{
+      comm,       parent.runtime,       options.values, options.config,     parent.threads,
+      step->name, parent.parse_options, options.bound,  options.operational};
   return step->run(context);
 }
 
-std::string config_hash(const Json& config, const std::vector<std::string>& extra_ignored) {
-  static const std::set<std::string> operational = {"config",
-                                                    "workdir",
-                                                    "threads",
-                                                    "comm",
-                                                    "comm-timeout",
-                                                    "comm-warn",
-                                                    "umask",
-                                                    "resume",
-                                                    "allow-reshard",
-                                                    "stop-at-step",
-                                                    "progress-every",
-                                                    "checkpoint-every-steps",
-                                                    "checkpoint-every-minutes",
-                                                    "keep",
-                                                    "fault-rank",
-                                                    "fault-step",
-                                                    "fault-action",
-                                                    "out",
-                                                    "data",
-                                                    "overwrite",
-                                                    "help"};
+std::string config_hash(const Context& context, const std::vector<std::string>& extra_ignored) {
+  return config_hash(context.config, context.operational, extra_ignored);
+}
+
+std::string config_hash(const Json& config, const std::set<std::string>& operational,
+                        const std::vector<std::string>& extra_ignored) {
   Json kept = Json::object();
   for (const auto& item : config.items()) {
     if (operational.count(item.key())) continue;

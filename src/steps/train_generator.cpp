@@ -30,81 +30,110 @@ namespace {
 
 constexpr std::uint64_t kGridSeed = 20240601;  // fixed: successive grids show the same latents
 
-void add_generator_options(po::options_description& options) {
+struct GeneratorOptions {
+  std::string data;
+  std::string teacher;
+  std::string out;
+  std::string model;
+  double lr = 2e-4;
+  double beta1 = -1.0;
+  double beta2 = 0.999;
+  double ema = 0.999;
+  std::int64_t latent = 64;
+  std::int64_t g_width = 32;
+  std::int64_t d_width = 32;
+  std::int64_t d_steps = 2;
+  double z_scale = 1.0;
+  std::int64_t unet_width = 32;
+  std::string schedule;
+  double cfg_drop = 0.1;
+  std::int64_t steps = 50;
+  double guidance = 2.0;
+  bool guidance_batched = true;
+  std::int64_t eval_samples = 1000;
+  std::int64_t final_samples = 0;
+  std::int64_t sample_batch = 250;
+  std::int64_t grid_per_class = 10;
+  TrainingOptions training;
+};
+
+void add_generator_options(OptionTable& table, GeneratorOptions& options) {
   // clang-format off
-  options.add_options()
-      ("data", po::value<std::string>()->default_value(""), "prepared data set (default: <workdir>/data/data.h5)")
-      ("teacher", po::value<std::string>()->default_value(""), "trained teacher run for quality measures (default: <workdir>/teacher; 'none' to skip)")
-      ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/generator)")
-      ("model", po::value<std::string>()->default_value("gan"), "gan or ddpm")
-      ("lr", po::value<double>()->default_value(2e-4), "Adam learning rate (generator and discriminator)")
-      ("beta1", po::value<double>()->default_value(-1.0), "Adam beta1 (-1: 0.5 for gan, 0.9 for ddpm)")
-      ("beta2", po::value<double>()->default_value(0.999), "Adam beta2")
-      ("ema", po::value<double>()->default_value(0.999), "EMA decay of the sampling weights (warm-up: min(ema, (1+s)/(10+s)) at step s)")
-      ("latent", po::value<std::int64_t>()->default_value(64), "gan: latent size")
-      ("g-width", po::value<std::int64_t>()->default_value(32), "gan: generator base width")
-      ("d-width", po::value<std::int64_t>()->default_value(32), "gan: discriminator base width")
-      ("d-steps", po::value<std::int64_t>()->default_value(2), "gan: discriminator steps per generator step")
-      ("z-scale", po::value<double>()->default_value(1.0), "gan: latent scale s at sampling time, z ~ N(0, s^2 I)")
-      ("unet-width", po::value<std::int64_t>()->default_value(32), "ddpm: UNet base width c")
-      ("schedule", po::value<std::string>()->default_value("linear"), "ddpm: noise schedule, linear or cosine")
-      ("cfg-drop", po::value<double>()->default_value(0.1), "ddpm: probability of dropping the label in training")
-      ("steps", po::value<std::int64_t>()->default_value(50), "ddpm: DDIM sampling steps")
-      ("guidance", po::value<double>()->default_value(2.0), "ddpm: classifier-free guidance scale w")
-      ("guidance-batched", po::value<bool>()->default_value(true), "ddpm: one forward over [cond; null] per step (else two)")
-      ("eval-samples", po::value<std::int64_t>()->default_value(1000), "samples scored against the teacher each epoch and at the end")
-      ("final-samples", po::value<std::int64_t>()->default_value(0), "samples scored at the end (0: --eval-samples)")
-      ("sample-batch", po::value<std::int64_t>()->default_value(250), "sampling batch size (fixed; see `kr generate`)")
-      ("grid-per-class", po::value<std::int64_t>()->default_value(10), "columns of the per-class sample grid written at each checkpoint");
+  table
+      ("data", &options.data, "", "prepared data set (default: <workdir>/data/data.h5)").operational()
+      ("teacher", &options.teacher, "", "trained teacher run for quality measures (default: <workdir>/teacher; 'none' to skip)")
+      ("out", &options.out, "", "run directory (default: <workdir>/generator)").operational()
+      ("model", &options.model, "gan", "gan or ddpm")
+      ("lr", &options.lr, 2e-4, "Adam learning rate (generator and discriminator)")
+      ("beta1", &options.beta1, -1.0, "Adam beta1 (-1: 0.5 for gan, 0.9 for ddpm)")
+      ("beta2", &options.beta2, 0.999, "Adam beta2")
+      ("ema", &options.ema, 0.999, "EMA decay of the sampling weights (warm-up: min(ema, (1+s)/(10+s)) at step s)")
+      ("latent", &options.latent, 64, "gan: latent size")
+      ("g-width", &options.g_width, 32, "gan: generator base width")
+      ("d-width", &options.d_width, 32, "gan: discriminator base width")
+      ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step")
+      ("z-scale", &options.z_scale, 1.0, "gan: latent scale s at sampling time, z ~ N(0, s^2 I)")
+      ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c")
+      ("schedule", &options.schedule, "linear", "ddpm: noise schedule, linear or cosine")
+      ("cfg-drop", &options.cfg_drop, 0.1, "ddpm: probability of dropping the label in training")
+      ("steps", &options.steps, 50, "ddpm: DDIM sampling steps")
+      ("guidance", &options.guidance, 2.0, "ddpm: classifier-free guidance scale w")
+      ("guidance-batched", &options.guidance_batched, true, "ddpm: one forward over [cond; null] per step (else two)")
+      ("eval-samples", &options.eval_samples, 1000, "samples scored against the teacher each epoch and at the end")
+      ("final-samples", &options.final_samples, 0, "samples scored at the end (0: --eval-samples)")
+      ("sample-batch", &options.sample_batch, 250, "sampling batch size (fixed; see `kr generate`)")
+      ("grid-per-class", &options.grid_per_class, 10, "columns of the per-class sample grid written at each checkpoint");
   // clang-format on
-  add_training_options(options, 20, 128);
+  add_training_options(table, options.training, 20, 128);
 }
 
-gen::GeneratorSpec spec_from(const Context& context, const data::DatasetInfo& info) {
+gen::GeneratorSpec spec_from(const GeneratorOptions& options, const data::DatasetInfo& info) {
   gen::GeneratorSpec spec;
-  spec.model = context.get<std::string>("model");
+  spec.model = options.model;
   spec.channels = info.channels;
   spec.classes = info.classes;
   spec.height = info.height;
   spec.width = info.width;
-  spec.latent = context.get<std::int64_t>("latent");
-  spec.g_width = context.get<std::int64_t>("g-width");
-  spec.d_width = context.get<std::int64_t>("d-width");
-  spec.z_scale = context.get<double>("z-scale");
-  spec.unet_width = context.get<std::int64_t>("unet-width");
-  spec.schedule = context.get<std::string>("schedule");
-  spec.sample_steps = context.get<std::int64_t>("steps");
-  spec.guidance = context.get<double>("guidance");
-  spec.guidance_batched = context.get<bool>("guidance-batched");
+  spec.latent = options.latent;
+  spec.g_width = options.g_width;
+  spec.d_width = options.d_width;
+  spec.z_scale = options.z_scale;
+  spec.unet_width = options.unet_width;
+  spec.schedule = options.schedule;
+  spec.sample_steps = options.steps;
+  spec.guidance = options.guidance;
+  spec.guidance_batched = options.guidance_batched;
   if (spec.model != "gan" && spec.model != "ddpm")
     throw UsageError("--model must be gan or ddpm, got '" + spec.model + "'");
   return spec;
 }
 
-gen::GeneratorHyper hyper_from(const Context& context) {
+gen::GeneratorHyper hyper_from(const Context& context, const GeneratorOptions& options) {
   gen::GeneratorHyper hyper;
-  hyper.lr = context.get<double>("lr");
-  hyper.beta1 = context.get<double>("beta1");
-  hyper.beta2 = context.get<double>("beta2");
-  hyper.ema = context.get<double>("ema");
-  hyper.cfg_drop = context.get<double>("cfg-drop");
-  hyper.d_steps = context.get<std::int64_t>("d-steps");
-  hyper.bucket_mb = context.get<double>("bucket-mb");
+  hyper.lr = options.lr;
+  hyper.beta1 = options.beta1;
+  hyper.beta2 = options.beta2;
+  hyper.ema = options.ema;
+  hyper.cfg_drop = options.cfg_drop;
+  hyper.d_steps = options.d_steps;
+  hyper.bucket_mb = options.training.bucket_mb;
   hyper.seed = context.get<std::uint64_t>("seed");
   return hyper;
 }
 
 class GeneratorTask final : public train::TrainTask {
  public:
-  GeneratorTask(Context& context, data::Dataset& dataset, const gen::GeneratorSpec& spec,
-                std::optional<LoadedClassifier>& teacher, const std::string& run_dir)
+  GeneratorTask(Context& context, const GeneratorOptions& options, data::Dataset& dataset,
+                const gen::GeneratorSpec& spec, std::optional<LoadedClassifier>& teacher,
+                const std::string& run_dir)
       : context_(context),
+        options_(options),
         dataset_(dataset),
         spec_(spec),
         teacher_(teacher),
         run_dir_(run_dir),
         seed_(context.get<std::uint64_t>("seed")),
-        update_(context.comm, spec, hyper_from(context)) {
+        update_(context.comm, spec, hyper_from(context, options)) {
     if (teacher_) {
       real_ = gen::real_feature_moments(context.comm, teacher_->view(), dataset.val, 500);
     }
@@ -134,7 +163,7 @@ class GeneratorTask final : public train::TrainTask {
     steps_since_eval_ = 0;
     metrics["epoch_index"] = epoch + 1;
     if (teacher_) {
-      last_quality_ = measure(context_.get<std::int64_t>("eval-samples"));
+      last_quality_ = measure(options_.eval_samples);
       metrics["teacher_agreement"] = last_quality_.agreement;
       metrics["frechet_teacher_features"] = last_quality_.frechet;
       metrics["neg_frechet"] = -last_quality_.frechet;
@@ -144,8 +173,7 @@ class GeneratorTask final : public train::TrainTask {
 
   gen::QualityReport measure(std::int64_t samples) {
     return gen::measure_quality(context_.comm, update_.sampler(), seed_ + 1, samples,
-                                context_.get<std::int64_t>("sample-batch"), teacher_->view(),
-                                real_);
+                                options_.sample_batch, teacher_->view(), real_);
   }
 
   std::string selection_metric() const override { return teacher_ ? "neg_frechet" : "epoch_index"; }
@@ -153,8 +181,8 @@ class GeneratorTask final : public train::TrainTask {
   train::CheckpointItems checkpoint_items() override { return update_.checkpoint_items(); }
 
   void on_checkpoint(std::int64_t global_step) override {
-    const auto grid = gen::class_grid(context_.comm, update_.sampler(),
-                                      context_.get<std::int64_t>("grid-per-class"), kGridSeed);
+    const auto grid =
+        gen::class_grid(context_.comm, update_.sampler(), options_.grid_per_class, kGridSeed);
     if (context_.comm.rank() != 0) return;
     make_dirs(run_dir_ + "/samples");
     io::write_png(run_dir_ + "/samples/step_" + std::to_string(global_step) + ".png", grid);
@@ -165,6 +193,7 @@ class GeneratorTask final : public train::TrainTask {
 
  private:
   Context& context_;
+  const GeneratorOptions& options_;
   data::Dataset& dataset_;
   gen::GeneratorSpec spec_;
   std::optional<LoadedClassifier>& teacher_;
@@ -177,20 +206,49 @@ class GeneratorTask final : public train::TrainTask {
   std::int64_t steps_since_eval_ = 0;
 };
 
-int run_train_generator(Context& context) {
-  const std::string data_path = context.path_option("data", "data/data.h5");
-  const std::string run_dir = context.path_option("out", "generator");
+std::int64_t discriminator_parameters(GeneratorTask& task) {
+  auto* discriminator = task.update().discriminator();
+  return discriminator ? nn::parameter_count(*discriminator) : 0;
+}
+
+// results/generator.json
+Json generator_results(const Context& context, const gen::GeneratorSpec& spec, GeneratorTask& task,
+                       const data::Dataset& dataset, const train::TrainerOptions& trainer,
+                       const train::TrainOutcome& outcome, const Json& quality,
+                       const std::string& run_dir) {
+  return Json{{"step", "train-generator"},
+              {"model", spec.model},
+              {"spec", spec.to_json()},
+              {"sampling_parameters", nn::parameter_count(task.update().ema())},
+              {"discriminator_parameters", discriminator_parameters(task)},
+              {"dataset", dataset.info.name},
+              {"train_images", dataset.train.size()},
+              {"epochs", trainer.epochs},
+              {"best_epoch", outcome.best.value("epoch", 0)},
+              {"quality", quality},
+              {"world_size", context.comm.size()},
+              {"threads_per_rank", context.threads.intra_op},
+              {"train_seconds_this_run", outcome.seconds},
+              {"images_per_second", outcome.images_per_second},
+              {"ema_sha256", sha256_file(run_dir + "/ema.pt")},
+              {"sample_grid", run_dir + "/samples.png"},
+              {"history", outcome.history}};
+}
+
+int run_train_generator(Context& context, const GeneratorOptions& options) {
+  const std::string data_path = context.under_workdir(options.data, "data/data.h5");
+  const std::string run_dir = context.under_workdir(options.out, "generator");
   const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
-  const auto spec = spec_from(context, dataset.info);
+  const auto spec = spec_from(options, dataset.info);
   RunRecord record(context, run_dir);
   record.add_input("data", data_path);
   log::open_jsonl(run_dir);
 
   std::optional<LoadedClassifier> teacher;
-  const std::string teacher_option = context.get<std::string>("teacher");
+  const std::string teacher_option = options.teacher;
   if (teacher_option != "none") {
-    const std::string teacher_dir = context.path_option("teacher", "teacher");
+    const std::string teacher_dir = context.under_workdir(options.teacher, "teacher");
     teacher = load_classifier(teacher_dir, dataset.info.channels, dataset.info.classes);
     record.add_input("teacher", teacher->weights);
   }
@@ -199,24 +257,23 @@ int run_train_generator(Context& context) {
     write_file_atomic(run_dir + "/model.json", spec.to_json().dump(2) + "\n");
   }
 
-  GeneratorTask task(context, dataset, spec, teacher, run_dir);
-  auto options = trainer_options(context, run_dir, "train-generator");
+  GeneratorTask task(context, options, dataset, spec, teacher, run_dir);
+  const auto trainer = trainer_options(context, options.training, run_dir, "train-generator");
   const std::string hash =
-      config_hash(context.config, {"teacher", "eval-samples", "final-samples", "grid-per-class"}) +
-      "-" + dataset.info.source_sha256.substr(0, 8);
-  train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
+      config_hash(context, {"teacher", "eval-samples", "final-samples", "grid-per-class"}) + "-" +
+      dataset.info.source_sha256.substr(0, 8);
+  train::CheckpointManager checkpoints(context.comm, trainer.checkpoint_dir, trainer.keep,
                                        run_identity(context, hash), context.config);
   const std::int64_t g_params = nn::parameter_count(task.update().ema());
-  auto* discriminator = task.update().discriminator();
-  const std::int64_t d_params = discriminator ? nn::parameter_count(*discriminator) : 0;
+  const std::int64_t d_params = discriminator_parameters(task);
   log::info("train-generator: " + spec.model + " (" + std::to_string(g_params) +
             " sampling parameters" +
             (spec.model == "gan" ? ", discriminator " + std::to_string(d_params) : std::string()) +
             ") on " + std::to_string(dataset.train.size()) + " images, " +
             std::to_string(context.comm.size()) + " rank(s) x " +
             std::to_string(context.threads.intra_op) + " thread(s), batch " +
-            std::to_string(options.global_batch));
-  const auto outcome = train::run_training(context.comm, task, options, checkpoints);
+            std::to_string(trainer.global_batch));
+  const auto outcome = train::run_training(context.comm, task, trainer, checkpoints);
   if (outcome.preempted) {
     record.finish("preempted");
     return exit_code::preempted;
@@ -229,32 +286,17 @@ int run_train_generator(Context& context) {
   nn::load_module(task.update().ema(), *best + "/ema.pt");
   Json quality = nullptr;
   if (teacher) {
-    std::int64_t samples = context.get<std::int64_t>("final-samples");
-    if (samples <= 0) samples = context.get<std::int64_t>("eval-samples");
+    std::int64_t samples = options.final_samples;
+    if (samples <= 0) samples = options.eval_samples;
     quality = task.measure(samples).to_json();
   }
-  const auto grid = gen::class_grid(context.comm, task.update().sampler(),
-                                    context.get<std::int64_t>("grid-per-class"), kGridSeed);
+  const auto grid =
+      gen::class_grid(context.comm, task.update().sampler(), options.grid_per_class, kGridSeed);
   if (context.comm.rank() == 0) {
     nn::save_module(task.update().ema(), run_dir + "/ema.pt");
     io::write_png(run_dir + "/samples.png", grid);
-    Json results{{"step", "train-generator"},
-                 {"model", spec.model},
-                 {"spec", spec.to_json()},
-                 {"sampling_parameters", g_params},
-                 {"discriminator_parameters", d_params},
-                 {"dataset", dataset.info.name},
-                 {"train_images", dataset.train.size()},
-                 {"epochs", options.epochs},
-                 {"best_epoch", outcome.best.value("epoch", 0)},
-                 {"quality", quality},
-                 {"world_size", context.comm.size()},
-                 {"threads_per_rank", context.threads.intra_op},
-                 {"train_seconds_this_run", outcome.seconds},
-                 {"images_per_second", outcome.images_per_second},
-                 {"ema_sha256", sha256_file(run_dir + "/ema.pt")},
-                 {"sample_grid", run_dir + "/samples.png"},
-                 {"history", outcome.history}};
+    const Json results =
+        generator_results(context, spec, task, dataset, trainer, outcome, quality, run_dir);
     make_dirs(results_dir);
     // results/generator.json for the default run directory; results/<name>.json for another.
     const std::string name = std::filesystem::path(run_dir).filename().string();
@@ -280,9 +322,10 @@ int run_train_generator(Context& context) {
 }  // namespace
 
 Step train_generator_step() {
-  return Step{"train-generator",
-              "train the class-conditional GAN or DDPM on the real train split (data-parallel)",
-              add_generator_options, run_train_generator};
+  return typed_step<GeneratorOptions>(
+      "train-generator",
+      "train the class-conditional GAN or DDPM on the real train split (data-parallel)",
+      add_generator_options, run_train_generator);
 }
 
 }  // namespace kr::steps

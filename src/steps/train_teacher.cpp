@@ -17,21 +17,28 @@ namespace kr::steps {
 
 namespace {
 
-void add_teacher_options(po::options_description& options) {
+struct TeacherOptions {
+  std::string data;
+  std::string out;
+  ClassifierOptions classifier;
+};
+
+void add_teacher_options(OptionTable& table, TeacherOptions& options) {
   // clang-format off
-  options.add_options()
-      ("data", po::value<std::string>()->default_value(""), "prepared data set (default: <workdir>/data/data.h5)")
-      ("out", po::value<std::string>()->default_value(""), "run directory (default: <workdir>/teacher)");
+  table
+      ("data", &options.data, "", "prepared data set (default: <workdir>/data/data.h5)").operational()
+      ("out", &options.out, "", "run directory (default: <workdir>/teacher)").operational();
   // clang-format on
-  add_classifier_options(options, 0.0, 30);
+  add_classifier_options(table, options.classifier, 0.0, 30);
 }
 
 // Cross-entropy on the real train split with keyed crop and flip.
 class TeacherTask final : public train::ClassifierTask {
  public:
-  TeacherTask(Context& context, data::Dataset& dataset, std::int64_t steps_per_epoch)
-      : ClassifierTask(context.comm, classifier_settings(context, dataset.info), dataset.info,
-                       dataset.val, steps_per_epoch),
+  TeacherTask(Context& context, const ClassifierOptions& options, data::Dataset& dataset,
+              std::int64_t steps_per_epoch)
+      : ClassifierTask(context.comm, classifier_settings(context, options, dataset.info),
+                       dataset.info, dataset.val, steps_per_epoch),
         dataset_(dataset) {}
 
   std::int64_t dataset_size() const override { return dataset_.train.size(); }
@@ -50,29 +57,29 @@ class TeacherTask final : public train::ClassifierTask {
   data::Dataset& dataset_;
 };
 
-int run_train_teacher(Context& context) {
-  const std::string data_path = context.path_option("data", "data/data.h5");
-  const std::string run_dir = context.path_option("out", "teacher");
+int run_train_teacher(Context& context, const TeacherOptions& options) {
+  const std::string data_path = context.under_workdir(options.data, "data/data.h5");
+  const std::string run_dir = context.under_workdir(options.out, "teacher");
   const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
   RunRecord record(context, run_dir);
   record.add_input("data", data_path);
   log::open_jsonl(run_dir);
 
-  const std::int64_t steps_per_epoch = dataset.train.size() / context.get<std::int64_t>("batch");
-  TeacherTask task(context, dataset, steps_per_epoch);
-  auto options = trainer_options(context, run_dir, "train-teacher");
-  const std::string hash =
-      config_hash(context.config) + "-" + dataset.info.source_sha256.substr(0, 8);
-  train::CheckpointManager checkpoints(context.comm, options.checkpoint_dir, options.keep,
+  const std::int64_t steps_per_epoch = dataset.train.size() / options.classifier.training.batch;
+  TeacherTask task(context, options.classifier, dataset, steps_per_epoch);
+  const auto trainer =
+      trainer_options(context, options.classifier.training, run_dir, "train-teacher");
+  const std::string hash = config_hash(context) + "-" + dataset.info.source_sha256.substr(0, 8);
+  train::CheckpointManager checkpoints(context.comm, trainer.checkpoint_dir, trainer.keep,
                                        run_identity(context, hash), context.config);
   log::info("train-teacher: resnet20 w=" + std::to_string(task.shape().width) + " (" +
             std::to_string(nn::parameter_count(*task.model())) + " parameters) on " +
             std::to_string(dataset.train.size()) + " images, " +
             std::to_string(context.comm.size()) + " rank(s) x " +
             std::to_string(context.threads.intra_op) + " thread(s), batch " +
-            std::to_string(options.global_batch));
-  const auto outcome = train::run_training(context.comm, task, options, checkpoints);
+            std::to_string(trainer.global_batch));
+  const auto outcome = train::run_training(context.comm, task, trainer, checkpoints);
   if (outcome.preempted) {
     record.finish("preempted");
     return exit_code::preempted;
@@ -86,7 +93,7 @@ int run_train_teacher(Context& context) {
                {"parameters", nn::parameter_count(*task.model())},
                {"dataset", dataset.info.name},
                {"train_images", dataset.train.size()},
-               {"epochs", options.epochs},
+               {"epochs", trainer.epochs},
                {"best_epoch", outcome.best.value("epoch", 0)},
                {"val_accuracy", result.val.accuracy()},
                {"test_accuracy", result.test.accuracy()},
@@ -120,8 +127,9 @@ int run_train_teacher(Context& context) {
 }  // namespace
 
 Step train_teacher_step() {
-  return Step{"train-teacher", "train the resnet20 teacher on the real train split (data-parallel)",
-              add_teacher_options, run_train_teacher};
+  return typed_step<TeacherOptions>(
+      "train-teacher", "train the resnet20 teacher on the real train split (data-parallel)",
+      add_teacher_options, run_train_teacher);
 }
 
 }  // namespace kr::steps

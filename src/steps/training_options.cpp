@@ -7,49 +7,44 @@
 
 namespace kr::steps {
 
-void add_training_options(po::options_description& options, std::int64_t default_epochs,
+void add_training_options(OptionTable& table, TrainingOptions& options, std::int64_t default_epochs,
                           std::int64_t default_batch) {
   // clang-format off
-  options.add_options()
-      ("epochs", po::value<std::int64_t>()->default_value(default_epochs), "training epochs")
-      ("batch", po::value<std::int64_t>()->default_value(default_batch),
-       "global batch size (images per step over all ranks; a multiple of the rank count)")
-      ("bucket-mb", po::value<double>()->default_value(25.0), "gradient all-reduce bucket size (MiB)")
-      ("checkpoint-every-steps", po::value<std::int64_t>()->default_value(0),
-       "also checkpoint every this many steps (0: only at epoch ends)")
-      ("checkpoint-every-minutes", po::value<double>()->default_value(10.0),
-       "also checkpoint when this many minutes passed since the last one, by rank 0's clock (0: off)")
-      ("keep", po::value<int>()->default_value(3), "checkpoints kept (latest and best are never deleted)")
-      ("resume", po::value<std::string>()->default_value("auto"),
-       "auto (continue from <out>/ckpt/latest when present), never, or a checkpoint directory")
-      ("allow-reshard", po::bool_switch(), "resume a checkpoint written by a different number of ranks")
-      ("stop-at-step", po::value<std::int64_t>()->default_value(-1),
-       "checkpoint and stop (exit code 75) after this many steps in total (-1: off)")
-      ("progress-every", po::value<std::int64_t>()->default_value(50), "steps between progress lines")
-      ("fault-rank", po::value<int>()->default_value(-1), "testing: rank that injects --fault-action")
-      ("fault-step", po::value<std::int64_t>()->default_value(-1), "testing: step at which the fault happens")
-      ("fault-action", po::value<std::string>()->default_value(""), "testing: sleep:<seconds>, nan or kill");
+  table
+      ("epochs", &options.epochs, default_epochs, "training epochs")
+      ("batch", &options.batch, default_batch, "global batch size (images per step over all ranks; a multiple of the rank count)")
+      ("bucket-mb", &options.bucket_mb, 25.0, "gradient all-reduce bucket size (MiB)")
+      ("checkpoint-every-steps", &options.checkpoint_every_steps, 0, "also checkpoint every this many steps (0: only at epoch ends)").operational()
+      ("checkpoint-every-minutes", &options.checkpoint_every_minutes, 10.0, "also checkpoint when this many minutes passed since the last one, by rank 0's clock (0: off)").operational()
+      ("keep", &options.keep, 3, "checkpoints kept (latest and best are never deleted)").operational()
+      ("resume", &options.resume, "auto", "auto (continue from <out>/ckpt/latest when present), never, or a checkpoint directory").operational()
+      ("allow-reshard", &options.allow_reshard, "resume a checkpoint written by a different number of ranks").operational()
+      ("stop-at-step", &options.stop_at_step, -1, "checkpoint and stop (exit code 75) after this many steps in total (-1: off)").operational()
+      ("progress-every", &options.progress_every, 50, "steps between progress lines").operational()
+      ("fault-rank", &options.fault_rank, -1, "testing: rank that injects --fault-action").operational()
+      ("fault-step", &options.fault_step, -1, "testing: step at which the fault happens").operational()
+      ("fault-action", &options.fault_action, "", "testing: sleep:<seconds>, nan or kill").operational();
   // clang-format on
 }
 
-train::TrainerOptions trainer_options(const Context& context, const std::string& run_dir,
-                                      const std::string& label) {
+train::TrainerOptions trainer_options(const Context& context, const TrainingOptions& given,
+                                      const std::string& run_dir, const std::string& label) {
   train::TrainerOptions options;
-  options.epochs = context.get<std::int64_t>("epochs");
-  options.global_batch = context.get<std::int64_t>("batch");
+  options.epochs = given.epochs;
+  options.global_batch = given.batch;
   options.seed = context.get<std::uint64_t>("seed");
   options.checkpoint_dir = run_dir + "/ckpt";
-  options.checkpoint_every_steps = context.get<std::int64_t>("checkpoint-every-steps");
-  options.checkpoint_every_seconds = 60.0 * context.get<double>("checkpoint-every-minutes");
-  options.keep = context.get<int>("keep");
-  options.resume = context.get<std::string>("resume");
-  options.allow_reshard = context.get<bool>("allow-reshard");
-  options.stop_at_step = context.get<std::int64_t>("stop-at-step");
-  options.progress_every = context.get<std::int64_t>("progress-every");
+  options.checkpoint_every_steps = given.checkpoint_every_steps;
+  options.checkpoint_every_seconds = 60.0 * given.checkpoint_every_minutes;
+  options.keep = given.keep;
+  options.resume = given.resume;
+  options.allow_reshard = given.allow_reshard;
+  options.stop_at_step = given.stop_at_step;
+  options.progress_every = given.progress_every;
   options.label = label;
-  options.fault.rank = context.get<int>("fault-rank");
-  options.fault.step = context.get<std::int64_t>("fault-step");
-  options.fault.action = context.get<std::string>("fault-action");
+  options.fault.rank = given.fault_rank;
+  options.fault.step = given.fault_step;
+  options.fault.action = given.fault_action;
   if (options.epochs <= 0) throw UsageError("--epochs must be positive");
   return options;
 }

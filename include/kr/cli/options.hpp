@@ -3,15 +3,33 @@
 
 #include <boost/program_options.hpp>
 
+#include <set>
 #include <string>
 
 #include "kr/core/json.hpp"
+#include "kr/steps/step.hpp"
 
 namespace kr::cli {
 
 namespace po = boost::program_options;
 
-void add_common_options(po::options_description& options);
+void add_common_options(steps::OptionTable& options);
+
+// Every option of `step`, the common ones first, bound to a fresh options struct of the
+// step (Note [Typed options]).
+struct DeclaredOptions {
+  explicit DeclaredOptions(const steps::Step& step);
+  DeclaredOptions(const DeclaredOptions&) = delete;
+  DeclaredOptions& operator=(const DeclaredOptions&) = delete;
+
+  po::options_description common{"Common options"};
+  po::options_description specific;
+  po::options_description all;
+  steps::OptionTable common_table{common};
+  steps::OptionTable specific_table{specific};
+
+  std::set<std::string> operational() const;
+};
 
 // Stores the options of an INI file for `step`: top-level keys apply to every step
 // that has them, keys under [<step>] only to that step, other steps' sections are

@@ -59,6 +59,11 @@ Shard read_shard(const std::string& path, std::int64_t first = -1, std::int64_t 
 std::string check_shard(const std::string& path, std::int64_t first, std::int64_t count,
                         const std::string& settings_hash);
 
+// Shards of a pool of `total` indices in blocks of `block` (the last one may be short).
+inline std::int64_t shard_count(std::int64_t total, std::int64_t block) {
+  return (total + block - 1) / block;
+}
+
 // The blocks b = rank, rank + world, ... of a pool of `total` indices in blocks of
 // `block` whose shard in `directory` is missing or fails check_shard (logged as
 // remade); `kept` is set to the number of this rank's good ones.

@@ -7,16 +7,32 @@
 
 #include "kr/data/image_set.hpp"
 #include "kr/steps/step.hpp"
+#include "kr/steps/training_options.hpp"
 #include "kr/train/checkpoint.hpp"
 #include "kr/train/classifier.hpp"
 #include "kr/train/evaluate.hpp"
 
 namespace kr::steps {
 
-void add_classifier_options(po::options_description& options, double default_label_smoothing,
-                            std::int64_t default_epochs);
+struct ClassifierOptions {
+  std::int64_t width = 16;
+  double lr = 0.1;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  double warmup_epochs = 1.0;
+  double label_smoothing;
+  int crop_padding = 2;
+  std::string hflip;
+  bool channels_last = true;
+  std::int64_t eval_batch = 500;
+  TrainingOptions training;
+};
+
+void add_classifier_options(OptionTable& table, ClassifierOptions& options,
+                            double default_label_smoothing, std::int64_t default_epochs);
 // The options as settings; a UsageError names a bad value. `info` decides --hflip auto.
 train::ClassifierSettings classifier_settings(const Context& context,
+                                              const ClassifierOptions& options,
                                               const data::DatasetInfo& info);
 
 struct ClassifierResult {

@@ -7,9 +7,16 @@
 
 namespace kr::steps {
 
-void add_sampling_options(po::options_description& options);
+struct SamplingOptions {
+  std::int64_t steps = 0;
+  double guidance = -1.0;
+  double z_scale = -1.0;
+};
+
+void add_sampling_options(OptionTable& table, SamplingOptions& options);
 
 // `trained` with the settings given on the command line applied.
-gen::GeneratorSpec with_sampling_options(const Context& context, gen::GeneratorSpec trained);
+gen::GeneratorSpec with_sampling_options(const SamplingOptions& options,
+                                         gen::GeneratorSpec trained);
 
 }  // namespace kr::steps

@@ -6,10 +6,13 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include <functional>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "kr/core/json.hpp"
+#include "kr/steps/options.hpp"
 #include "kr/train/threads.hpp"
 
 namespace kr::comm {
@@ -28,6 +31,8 @@ struct Step;
 struct StepOptions {
   po::variables_map values;
   Json config;
+  std::shared_ptr<void> bound;        // the step's options struct (Note [Typed options])
+  std::set<std::string> operational;  // names config_hash leaves out
 };
 using OptionParser =
     std::function<StepOptions(const Step& step, const std::vector<std::string>& args)>;
@@ -39,7 +44,9 @@ struct Context {
   Json config;  // every resolved option, for run.json and config hashes
   train::ThreadSettings threads;
   std::string step;
-  OptionParser parse_options;  // set by the cli layer; used to run steps inside a step
+  OptionParser parse_options;         // set by the cli layer; used to run steps inside a step
+  std::shared_ptr<void> bound;        // the step's options struct (Note [Typed options])
+  std::set<std::string> operational;  // options declared operational (config_hash)
 
   template <typename T>
   T get(const std::string& name) const {
@@ -49,17 +56,31 @@ struct Context {
     return options.count(name) && !options[name].defaulted();
   }
   std::string workdir() const { return get<std::string>("workdir"); }
-  // `--<name>` when given, else <workdir>/<fallback>.
-  std::string path_option(const std::string& name, const std::string& fallback) const;
+  // `given` when not empty, else <workdir>/<fallback> (path options default to "").
+  std::string under_workdir(const std::string& given, const std::string& fallback) const;
 };
 
 struct Step {
   std::string name;
   std::string summary;
-  std::function<void(po::options_description&)> add_options;
+  std::function<void(OptionTable&)> add_options;
   std::function<int(Context&)> run;
   std::string positional = "";  // option that a bare first argument sets (`kr status DIR`)
 };
+
+// A step whose options are the fields of `Options` (Note [Typed options]): `declare`
+// binds them, `run` reads them.
+template <typename Options>
+Step typed_step(std::string name, std::string summary, void (*declare)(OptionTable&, Options&),
+                int (*run)(Context&, const Options&), std::string positional = "") {
+  return Step{std::move(name), std::move(summary),
+              [declare](OptionTable& table) { declare(table, table.bind<Options>()); },
+              [run](Context& context) {
+                if (!context.bound) throw std::logic_error("step run without its parsed options");
+                return run(context, *static_cast<const Options*>(context.bound.get()));
+              },
+              std::move(positional)};
+}
 
 const std::vector<Step>& registry();
 // Runs `name` in this process on `comm` with options parsed from `args`; returns its exit code.
@@ -67,9 +88,10 @@ int run_nested_step(Context& parent, comm::Communicator& comm, const std::string
                     const std::vector<std::string>& args);
 const Step* find_step(const std::string& name);
 
-// sha256 over the resolved options except the operational ones (paths, threads,
-// resume and checkpoint cadence, fault injection): two runs with the same hash
-// compute the same thing.
-std::string config_hash(const Json& config, const std::vector<std::string>& extra_ignored = {});
+// sha256 over the step's resolved options except the operational ones (Note [Typed
+// options]) and `extra_ignored`: two runs with the same hash compute the same thing.
+std::string config_hash(const Context& context, const std::vector<std::string>& extra_ignored = {});
+std::string config_hash(const Json& config, const std::set<std::string>& operational,
+                        const std::vector<std::string>& extra_ignored = {});
 
 }  // namespace kr::steps

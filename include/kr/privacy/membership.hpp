@@ -1,0 +1,126 @@
+// Membership runs of an audit (`kr mia`): which points a run trains on, dealing and
+// resuming runs over ranks, the logits a run leaves behind, and the figures of every
+// attack (Note [Leave-one-out LiRA], Note [TCKR protocol]).
+//
+// Note [Membership runs]
+// An audit trains M runs (the recipe on its keep-row half of a pool, or for TCKR's
+// protocol a teacher on its half of test). Runs are independent: run j goes whole to
+// rank j % world, on that rank's own one-rank communicator (no all-reduce between
+// runs), so M runs on R ranks take ceil(M / R) run times. Each run leaves
+// <out>/<prefix>_<j>/logits.h5 and a run.json with status "complete"; a rerun, at any
+// rank count, skips complete runs and replays the rest (their steps resume from their
+// own checkpoints). deal_runs is the one loop that deals and resumes for both
+// protocols. Scoring then happens on rank 0 over every run's logits.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kr/core/json.hpp"
+#include "kr/privacy/attacks.hpp"
+
+namespace kr::comm {
+class Communicator;
+}
+
+namespace kr::privacy {
+
+// The first min(n, total) of a keyed random permutation of 0..total-1 (`tag` names the use).
+std::vector<std::int64_t> keyed_subset(std::int64_t total, std::int64_t n, std::uint64_t seed,
+                                       std::uint64_t tag);
+
+// The positions where keep row `row` (uint8, one per point) is set.
+std::vector<std::int64_t> kept_positions(const at::Tensor& row);
+
+// sha256 of a keep row's bytes (uint8), as recorded in a run's run.json.
+std::string keep_row_sha256(const at::Tensor& row);
+
+// <out>/<prefix>_<j>
+std::string run_directory(const std::string& out, const std::string& prefix, std::int64_t run);
+
+// A membership run's record, <out>/<prefix>_<j>/run.json (one schema, written by the
+// run and read by the scoring): which keep row it trained on, what each of its models
+// is (weights, test accuracy), what it took. status "complete" marks it done.
+struct RunTarget {
+  std::string weights_sha256;
+  double test_accuracy = 0.0;  // NaN when the model's results file said none
+};
+struct MembershipRun {
+  std::int64_t run = 0;
+  std::string keep_row_sha256;
+  std::uint64_t members = 0;
+  std::uint64_t seed = 0;
+  // teacher, student, student_hard: in the order the run recorded them (run.json keeps it)
+  std::vector<std::pair<std::string, RunTarget>> targets;
+  std::string generator_sha256;  // "" when the run trained none
+  std::string pool_manifest_sha256;
+  double seconds = 0.0;
+  std::string status;
+
+  const RunTarget* target(const std::string& name) const;  // nullptr when not trained
+  Json to_json() const;
+  // Errors name `path` and the missing or mistyped field.
+  static MembershipRun from_json(const Json& json, const std::string& path);
+  static MembershipRun read(const std::string& path);
+  void write(const std::string& path) const;  // atomic
+};
+
+// Deals runs 0..runs-1 over comm's ranks (Note [Membership runs]): each rank trains its
+// runs j = rank, rank + size, ... that `complete(j)` does not report done, in order,
+// stopping at the first for which `train(j)` returns false (preempted). Collective:
+// returns true on every rank when any rank was preempted.
+bool deal_runs(comm::Communicator& comm, std::int64_t runs,
+               const std::function<bool(std::int64_t)>& complete,
+               const std::function<bool(std::int64_t)>& train);
+
+// Logits (A, N, K), float32, of `logits_of` (float images in, logits out) on uint8 images
+// under the query augmentations: identity, and the mirror image when `mirror`.
+using LogitsOf = std::function<at::Tensor(const at::Tensor&)>;
+at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, bool mirror);
+
+// An HDF5 file of named tensors and a root "note", written through a pending file so
+// a crash leaves no file that looks complete (keep.h5, logits.h5).
+struct NamedTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+void write_tensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                   const std::string& note = "");
+
+// One attack's figures: ROC summary, 95 % bootstrap intervals, the ROC curve, and
+// AOP = accuracy * (0.5 / max(AUC, 0.5))^2.
+Json summarize_attack(const at::Tensor& scores, const at::Tensor& members, double accuracy,
+                      int bootstrap, std::uint64_t seed);
+
+// results/mia.csv: its header and one row of summarize_attack's figures.
+std::string attack_csv_header();
+std::string attack_csv_row(const std::string& target, const std::string& attack,
+                           const Json& figures, double accuracy);
+
+// What a leave-one-out audit reports for one target (teacher, student, ...): every
+// attack of attack_scores summarised, and its scores (M, P) for scores.h5.
+struct TargetAudit {
+  Json attacks = Json::object();
+  std::vector<NamedTensor> scores;
+  std::string csv;
+};
+TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
+                         int bootstrap, std::uint64_t seed);
+
+// TCKR's protocol for one target: the 12 variants summarised, and the best by its AUC
+// on the challenge set itself (TCKR's choice; optimistic for the attacker).
+struct TckrAudit {
+  Json variants = Json::object();
+  std::string best;
+  std::string csv;
+};
+TckrAudit audit_target_tckr(const std::string& target, const std::vector<at::Tensor>& shadow_logits,
+                            const at::Tensor& in_mask, const at::Tensor& target_logits,
+                            const at::Tensor& labels, const at::Tensor& truth, double accuracy,
+                            int bootstrap, std::uint64_t seed);
+
+}  // namespace kr::privacy

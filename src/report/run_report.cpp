@@ -1,0 +1,258 @@
+#include "kr/report/run_report.hpp"
+
+#include <sstream>
+#include <vector>
+
+#include "kr/core/error.hpp"
+#include "kr/core/fs.hpp"
+#include "kr/report/html.hpp"
+
+namespace kr::report {
+
+namespace {
+
+Json load_json(const std::string& path) {
+  if (!path_exists(path)) return nullptr;
+  try {
+    return Json::parse(read_file(path));
+  } catch (const std::exception& error) {
+    throw Error(path + ": cannot parse: " + error.what());
+  }
+}
+
+Json lira(const RunResults& run, const std::string& target,
+          const std::string& attack = "lira_online_global") {
+  if (run.mia.is_null() || !run.mia.at("targets").contains(target)) return nullptr;
+  return run.mia.at("targets").at(target).at("attacks").at(attack);
+}
+
+}  // namespace
+
+RunResults load_run(const std::string& workdir) {
+  RunResults run;
+  run.workdir = workdir;
+  run.teacher = load_json(workdir + "/results/teacher.json");
+  run.generator = load_json(workdir + "/results/generator.json");
+  run.generate = load_json(workdir + "/results/generate.json");
+  run.distill = load_json(workdir + "/results/distill.json");
+  run.mia = load_json(workdir + "/results/mia.json");
+  run.tckr = load_json(workdir + "/results/mia-tckr.json");
+  if (run.teacher.is_null() && run.distill.is_null())
+    throw Error(workdir + "/results: no teacher.json or distill.json; run the pipeline first");
+  return run;
+}
+
+Json summarize_run(const RunResults& run) {
+  auto get = [](const Json& json, const std::string& key) {
+    return json.is_null() ? Json(nullptr) : json.value(key, Json(nullptr));
+  };
+  Json summary{{"workdir", run.workdir},
+               {"dataset", get(run.teacher, "dataset")},
+               {"teacher_test_accuracy", get(run.teacher, "test_accuracy")},
+               {"student_test_accuracy", get(run.distill, "test_accuracy")},
+               {"gap_points", get(run.distill, "gap_points")},
+               {"generator", get(run.generator, "model")},
+               {"generator_quality", get(run.generator, "quality")},
+               {"pool_size", get(run.generate, "total")}};
+  for (const std::string target : {"teacher", "student", "student_hard"}) {
+    const auto attack = lira(run, target);
+    if (attack.is_null()) continue;
+    summary["mia_" + target] = Json{
+        {"lira_online_auc", attack.at("auc")},
+        {"tpr_at_0.1%", attack.at("tpr_at_0.1%")},
+        {"tpr_at_1%", attack.at("tpr_at_1%")},
+        {"aop", attack.at("aop")},
+        {"recipe_mean_test_accuracy", run.mia.at("targets").at(target).at("mean_test_accuracy")}};
+  }
+  if (!run.tckr.is_null())
+    for (const auto& target : run.tckr.at("targets").items())
+      summary["tckr_" + target.key()] =
+          Json{{"best_variant", target.value().at("best_variant")},
+               {"auc", target.value().at("best").at("auc")},
+               {"tpr_at_0.1%", target.value().at("best").at("tpr_at_0.1%")},
+               {"test_accuracy", target.value().at("test_accuracy")}};
+  Json cost = Json::array();
+  auto add_cost = [&](const std::string& step, const Json& json, const std::string& seconds_key) {
+    if (json.is_null()) return;
+    cost.push_back(Json{{"step", step},
+                        {"seconds", json.value(seconds_key, Json(nullptr))},
+                        {"images_per_second", json.value("images_per_second", Json(nullptr))},
+                        {"world_size", json.value("world_size", Json(nullptr))}});
+  };
+  add_cost("train-teacher", run.teacher, "train_seconds_this_run");
+  add_cost("train-generator", run.generator, "train_seconds_this_run");
+  add_cost("generate", run.generate, "seconds");
+  add_cost("distill", run.distill, "train_seconds_this_run");
+  add_cost("mia", run.mia, "seconds");
+  if (!run.mia.is_null() && run.mia.contains("run_seconds")) {
+    // A rerun that reuses complete runs only rescores: show what the runs cost as well.
+    cost.back()["run_seconds"] = run.mia.at("run_seconds");
+    cost.back()["step"] = "mia (" + std::to_string(run.mia.value("runs", 0)) +
+                          " runs: " + number(run.mia.at("run_seconds"), "%.0f") + " s of run time)";
+  }
+  summary["cost"] = cost;
+  return summary;
+}
+
+namespace {
+
+void accuracy_section(std::ostringstream& html, const RunResults& run, const Json& summary) {
+  html << "<h2>" << escape(run.workdir) << "</h2>\n<h3>Accuracy (test split, reported once)</h3>\n"
+       << "<table><tr><th>model</th><th>trained on</th><th>test accuracy</th></tr>"
+       << "<tr><td>teacher resnet20</td><td>real train images</td><td>"
+       << percent(summary["teacher_test_accuracy"]) << "</td></tr>"
+       << "<tr><td>student resnet20</td><td>synthetic images only ("
+       << escape(run.distill.is_null() ? "-" : run.distill.value("targets", ""))
+       << " targets)</td><td>" << percent(summary["student_test_accuracy"])
+       << "</td></tr></table>\n";
+  if (summary["gap_points"].is_number())
+    html << "<p>Gap: <b>" << number(summary["gap_points"], "%.2f")
+         << " points</b> (teacher minus student).</p>\n";
+}
+
+void membership_section(std::ostringstream& html, const RunResults& run) {
+  if (run.mia.is_null()) return;
+  {
+    html << "<h3>Membership inference (" << escape(run.mia.value("protocol", ""))
+         << "; M = " << run.mia.value("runs", 0) << ", pool " << run.mia.value("pool_size", 0)
+         << ")</h3>\n<table><tr><th>target</th><th>attack</th><th>AUC</th>"
+            "<th>95 % CI</th><th>balanced acc.</th><th>TPR@0.1 %</th><th>TPR@1 %</th><th>TPR@10 "
+            "%</th><th>OUT scores</th><th>AOP</th></tr>";
+    for (const auto& target : run.mia.at("targets").items()) {
+      for (const auto& attack : target.value().at("attacks").items()) {
+        const auto& a = attack.value();
+        const auto& ci = a.at("bootstrap_95").at("auc");
+        html << "<tr><td>" << escape(target.key()) << "</td><td>" << escape(attack.key())
+             << "</td><td>" << number(a.at("auc")) << "</td><td>"
+             << (ci.size() == 2 ? number(ci[0]) + "-" + number(ci[1]) : "-") << "</td><td>"
+             << number(a.at("balanced_accuracy")) << "</td><td>" << number(a.at("tpr_at_0.1%"))
+             << "</td><td>" << number(a.at("tpr_at_1%")) << "</td><td>"
+             << number(a.at("tpr_at_10%")) << "</td><td>" << a.at("non_members") << "</td><td>"
+             << percent(a.at("aop")) << "</td></tr>";
+      }
+    }
+    html << "</table>\n";
+    std::vector<Series> curves;
+    for (const auto& target : run.mia.at("targets").items()) {
+      const auto& roc = target.value().at("attacks").at("lira_online_global").at("roc");
+      curves.push_back(Series{
+          target.key() + " (AUC " +
+              number(target.value().at("attacks").at("lira_online_global").at("auc"), "%.3f") + ")",
+          roc.at("fpr").get<std::vector<double>>(), roc.at("tpr").get<std::vector<double>>()});
+    }
+    html << svg_plot("LiRA online ROC (log-log)", "false positive rate", "true positive rate",
+                     curves, true, true)
+         << "\n";
+  }
+}
+
+void tckr_section(std::ostringstream& html, const RunResults& run) {
+  if (run.tckr.is_null()) return;
+  {
+    html << "<h3>TCKR's protocol (labelled: shadows trained on test halves, best of 12 variants "
+            "chosen on the challenge set; M = "
+         << run.tckr.value("runs", 0)
+         << ")</h3>\n<table><tr><th>target</th><th>test accuracy</th><th>best variant</th>"
+            "<th>AUC</th><th>TPR@0.1 %</th><th>TPR@1 %</th><th>AOP</th></tr>";
+    for (const auto& target : run.tckr.at("targets").items()) {
+      const auto& t = target.value();
+      const auto& b = t.at("best");
+      html << "<tr><td>" << escape(target.key()) << "</td><td>" << percent(t.at("test_accuracy"))
+           << "</td><td>" << escape(t.value("best_variant", "")) << "</td><td>"
+           << number(b.at("auc")) << "</td><td>" << number(b.at("tpr_at_0.1%")) << "</td><td>"
+           << number(b.at("tpr_at_1%")) << "</td><td>" << percent(b.at("aop")) << "</td></tr>";
+    }
+    html << "</table>\n";
+  }
+}
+
+void curves_section(std::ostringstream& html, const RunResults& run) {
+  std::vector<Series> training;
+  auto add_curve = [&](const std::string& name, const Json& results) {
+    if (results.is_null()) return;
+    Series s{name, {}, {}};
+    for (const auto& epoch : results.at("history")) {
+      s.x.push_back(epoch.value("epoch", 0));
+      s.y.push_back(epoch.value("val_accuracy", 0.0));
+    }
+    training.push_back(s);
+  };
+  add_curve("teacher val accuracy", run.teacher);
+  add_curve("student val accuracy", run.distill);
+  if (!training.empty())
+    html << svg_plot("Training curves", "epoch", "val accuracy", training, false, false) << "\n";
+}
+
+void samples_section(std::ostringstream& html, const RunResults& run) {
+  const std::string grid = run.workdir + "/generator/samples.png";
+  if (path_exists(grid)) {
+    html << "<h3>Generator samples (" << escape(run.generator.value("model", ""))
+         << "; one row per class)</h3>\n";
+    if (run.generator.contains("quality") && !run.generator.at("quality").is_null()) {
+      const auto& q = run.generator.at("quality");
+      html << "<p>Teacher agreement " << percent(q.at("teacher_agreement"))
+           << "; teacher-space Frechet distance "
+           << number(q.at("frechet_teacher_features"), "%.3f") << " over " << q.at("samples")
+           << " samples (not Inception FID).</p>\n";
+    }
+    html << "<img alt='per-class sample grid' style='image-rendering: pixelated; width: 420px' "
+            "src='data:image/png;base64,"
+         << base64(read_file(grid)) << "'/>\n";
+  }
+}
+
+void cost_section(std::ostringstream& html, const Json& summary) {
+  html << "<h3>Cost per step</h3><table><tr><th>step</th><th>wall time "
+          "(s)</th><th>images/s</th><th>ranks</th></tr>";
+  for (const auto& step : summary.at("cost"))
+    html << "<tr><td>" << escape(step.at("step").get<std::string>()) << "</td><td>"
+         << number(step.at("seconds"), "%.1f") << "</td><td>"
+         << number(step.at("images_per_second"), "%.0f") << "</td><td>" << step.at("world_size")
+         << "</td></tr>";
+  html << "</table>\n";
+}
+
+}  // namespace
+
+std::string run_section(const RunResults& run, const Json& summary) {
+  std::ostringstream html;
+  accuracy_section(html, run, summary);
+  membership_section(html, run);
+  tckr_section(html, run);
+  curves_section(html, run);
+  samples_section(html, run);
+  cost_section(html, summary);
+  return html.str();
+}
+
+std::string csv_header() {
+  return "workdir,dataset,teacher_test_accuracy,student_test_accuracy,gap_points,teacher_lira_auc,"
+         "student_lira_auc,student_tpr_at_0.1%,student_aop\n";
+}
+
+std::string csv_row(const Json& summary) {
+  auto field = [&](const Json& v) { return v.is_null() ? std::string() : v.dump(); };
+  auto mia = [&](const std::string& target, const std::string& key) {
+    return summary.contains("mia_" + target) ? field(summary.at("mia_" + target).at(key))
+                                             : std::string();
+  };
+  return summary.at("workdir").get<std::string>() + "," + field(summary["dataset"]) + "," +
+         field(summary["teacher_test_accuracy"]) + "," + field(summary["student_test_accuracy"]) +
+         "," + field(summary["gap_points"]) + "," + mia("teacher", "lira_online_auc") + "," +
+         mia("student", "lira_online_auc") + "," + mia("student", "tpr_at_0.1%") + "," +
+         mia("student", "aop") + "\n";
+}
+
+std::string page(const std::string& sections) {
+  return "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>kr report</title><style>"
+         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+         "margin:0.5em 0}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}"
+         "td:first-child,td:nth-child(2){text-align:left}svg{margin:0.5em 1em 0.5em "
+         "0}</style></head><body>\n"
+         "<h1>Knowledge Recycling report</h1>\n<p>Private: derived from the private training "
+         "data.</p>\n" +
+         sections + "</body></html>\n";
+}
+
+}  // namespace kr::report
