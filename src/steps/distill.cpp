@@ -14,6 +14,7 @@
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
 #include "kr/data/augment.hpp"
+#include "kr/gen/regenerate.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/shard.hpp"
@@ -154,32 +155,9 @@ class StudentTask final : public train::ClassifierTask {
   data::ImageSet sample_online(std::int64_t first, std::int64_t count) {
     if (settings_.kind == train::TargetKind::stored)
       throw UsageError("--targets stored cannot use --generate-online");
-    const auto& spec = online_->spec();
-    const std::int64_t begin = first / sample_batch_ * sample_batch_;
-    const std::int64_t batches = (first + count - begin + sample_batch_ - 1) / sample_batch_;
-    const int world = comm().size();
-    const std::int64_t per_rank = (batches + world - 1) / world;
-    auto mine = torch::zeros({per_rank * sample_batch_, spec.channels, spec.height, spec.width},
-                             torch::kUInt8);
-    for (std::int64_t j = 0; j < per_rank; ++j) {
-      const std::int64_t b = j * world + comm().rank();
-      if (b >= batches) break;
-      mine.narrow(0, j * sample_batch_, sample_batch_)
-          .copy_(gen::sample_range(*online_, begin + b * sample_batch_, sample_batch_, pool_seed_,
-                                   sample_batch_));
-    }
-    auto all = comm().allgather(mine);  // rank r's rows: batches j * world + r
-    auto ordered = torch::empty({batches * sample_batch_, spec.channels, spec.height, spec.width},
-                                torch::kUInt8);
-    for (std::int64_t b = 0; b < batches; ++b) {
-      const std::int64_t r = b % world;
-      const std::int64_t j = b / world;
-      ordered.narrow(0, b * sample_batch_, sample_batch_)
-          .copy_(all.narrow(0, (r * per_rank + j) * sample_batch_, sample_batch_));
-    }
     data::ImageSet set;
-    set.images = ordered.narrow(0, first - begin, count).contiguous();
-    set.labels = gen::classes_of_range(first, count, spec.classes);
+    set.images = gen::sample_range_dealt(comm(), *online_, first, count, pool_seed_, sample_batch_);
+    set.labels = gen::classes_of_range(first, count, online_->spec().classes);
     return set;
   }
 

@@ -9,6 +9,7 @@
 #include "kr/core/error.hpp"
 #include "kr/gen/filter.hpp"
 #include "kr/gen/quality.hpp"
+#include "kr/gen/regenerate.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/gen/update.hpp"
 #include "kr/train/sampler.hpp"
@@ -184,4 +185,23 @@ TEST(ConfidenceFilter, AClassThatAcceptsNothingIsAnError) {
     EXPECT_NE(std::string(error.what()).find("class 2: none of"), std::string::npos)
         << error.what();
   }
+}
+
+// kr distill --generate-online: the sample batches covering a range, dealt to ranks and
+// gathered, give every rank the images one rank samples (same threads per rank).
+TEST(DealtSampling, EveryRankGetsTheRangeOneRankSamples) {
+  auto& comm = kr::test::world();
+  torch::manual_seed(4);
+  const auto spec = small_spec("gan");
+  auto model = kr::gen::make_generator_model(spec);
+  auto sampler = kr::gen::make_sampler(spec, model);
+  // [10, 33) in batches of 4: batches 2..8 (7 batches, uneven over 2 and 3 ranks), the
+  // first and last only partly used.
+  const auto dealt = kr::gen::sample_range_dealt(comm, *sampler, 10, 23, 11, 4);
+  const auto alone = kr::gen::sample_range(*sampler, 8, 28, 11, 4).narrow(0, 2, 23);
+  ASSERT_EQ(dealt.sizes(), alone.sizes());
+  EXPECT_TRUE(torch::equal(dealt, alone));
+  auto other = dealt.clone();
+  comm.broadcast(other, 0);
+  EXPECT_TRUE(torch::equal(other, dealt)) << "ranks hold different images";
 }

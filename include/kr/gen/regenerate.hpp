@@ -10,6 +10,10 @@
 
 #include "kr/io/shard.hpp"
 
+namespace kr::comm {
+class Communicator;
+}
+
 namespace kr::gen {
 
 class Sampler;
@@ -30,5 +34,11 @@ using Labeller = std::function<at::Tensor(const at::Tensor&)>;
 io::Shard sample_block(Sampler& sampler, const Labeller& teacher, std::int64_t first,
                        std::int64_t n, std::uint64_t seed, std::int64_t sample_batch,
                        RegenerationTimers& timers);
+
+// Images of global indices [first, first + count), as sample_range gives them, with the
+// sample batches that cover them dealt to comm's ranks (batch b to rank b % size) and
+// gathered: every rank returns all `count` images. Collective.
+at::Tensor sample_range_dealt(comm::Communicator& comm, Sampler& sampler, std::int64_t first,
+                              std::int64_t count, std::uint64_t seed, std::int64_t sample_batch);
 
 }  // namespace kr::gen
