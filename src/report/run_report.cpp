@@ -6,19 +6,11 @@
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/report/html.hpp"
+#include "kr/report/results.hpp"
 
 namespace kr::report {
 
 namespace {
-
-Json load_json(const std::string& path) {
-  if (!path_exists(path)) return nullptr;
-  try {
-    return Json::parse(read_file(path));
-  } catch (const std::exception& error) {
-    throw Error(path + ": cannot parse: " + error.what());
-  }
-}
 
 Json lira(const RunResults& run, const std::string& target,
           const std::string& attack = "lira_online_global") {
@@ -31,12 +23,12 @@ Json lira(const RunResults& run, const std::string& target,
 RunResults load_run(const std::string& workdir) {
   RunResults run;
   run.workdir = workdir;
-  run.teacher = load_json(workdir + "/results/teacher.json");
-  run.generator = load_json(workdir + "/results/generator.json");
-  run.generate = load_json(workdir + "/results/generate.json");
-  run.distill = load_json(workdir + "/results/distill.json");
-  run.mia = load_json(workdir + "/results/mia.json");
-  run.tckr = load_json(workdir + "/results/mia-tckr.json");
+  run.teacher = read_results(workdir, "teacher");
+  run.generator = read_results(workdir, "generator");
+  run.generate = read_results(workdir, "generate");
+  run.distill = read_results(workdir, "distill");
+  run.mia = read_results(workdir, "mia");
+  run.tckr = read_results(workdir, "mia-tckr");
   if (run.teacher.is_null() && run.distill.is_null())
     throw Error(workdir + "/results: no teacher.json or distill.json; run the pipeline first");
   return run;

@@ -18,6 +18,7 @@
 #include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/shard.hpp"
+#include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/classifier_options.hpp"
 #include "kr/steps/run_record.hpp"
@@ -339,7 +340,6 @@ int run_distill(Context& context, const DistillOptions& options) {
   const std::string run_dir = context.under_workdir(options.out, "student");
   const std::string pool_dir = context.under_workdir(options.pool, "pool");
   const std::string teacher_dir = context.under_workdir(options.teacher, "teacher");
-  const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
   const std::int64_t real_train_size = dataset.train.size();
   dataset.train = data::ImageSet{};  // the student never sees a real training image
@@ -386,13 +386,13 @@ int run_distill(Context& context, const DistillOptions& options) {
   const Json results = distill_results(context, options, plan, task, pool, pool_dir, outcome,
                                        result, teacher_test, steps_per_epoch);
   if (context.comm.rank() == 0) {
-    make_dirs(results_dir);
+    make_dirs(context.workdir() + "/results");
     const std::string& name = options.results_name;
     write_history_csv(
-        results_dir + "/" + name + "_epochs.csv", outcome.history,
+        report::results_path(context.workdir(), name + "_epochs", "csv"), outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss", "pool_part",
          "data_seconds", "teacher_seconds", "student_seconds", "seconds"});
-    write_file_atomic(results_dir + "/" + name + ".json", results.dump(2) + "\n");
+    report::write_results(context.workdir(), name, results);
   }
   char line[200];
   std::snprintf(

@@ -19,6 +19,7 @@
 #include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/shard.hpp"
+#include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
@@ -394,7 +395,7 @@ int run_generate(Context& context, const GenerateOptions& options) {
         generate_results(context, plan, spec, sums, slowest.item<double>(),
                          total_seconds + index_seconds, index_seconds, filter_results, all_made);
     make_dirs(context.workdir() + "/results");
-    write_file_atomic(context.workdir() + "/results/generate.json", results.dump(2) + "\n");
+    report::write_results(context.workdir(), "generate", results);
   });
   char line[240];
   std::snprintf(line, sizeof line,

@@ -20,6 +20,7 @@
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/h5.hpp"
 #include "kr/privacy/membership.hpp"
+#include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/pipeline.hpp"
 #include "kr/steps/root_only.hpp"
@@ -93,22 +94,22 @@ double run_seconds_total(const std::vector<privacy::MembershipRun>& runs) {
   return total;
 }
 
-double json_number(const std::string& path, const std::string& key) {
-  if (!path_exists(path)) return std::nan("");
-  return Json::parse(read_file(path)).value(key, std::nan(""));
+// A run's test accuracy from its results file (NaN when it has none).
+double test_accuracy(const std::string& workdir, const std::string& results) {
+  const auto json = report::read_results(workdir, results);
+  return json.is_null() ? std::nan("") : json.value("test_accuracy", std::nan(""));
 }
 
 struct Target {
   std::string name;       // teacher, student, student_hard
   std::string directory;  // run-relative
-  std::string results;    // run-relative results file with test_accuracy
+  std::string results;    // its results file, results/<results>.json, with test_accuracy
 };
 
 const std::vector<Target>& all_targets() {
-  static const std::vector<Target> targets = {
-      {"teacher", "teacher", "results/teacher.json"},
-      {"student", "student", "results/distill.json"},
-      {"student_hard", "student-hard", "results/distill-hard.json"}};
+  static const std::vector<Target> targets = {{"teacher", "teacher", "teacher"},
+                                              {"student", "student", "distill"},
+                                              {"student_hard", "student-hard", "distill-hard"}};
   return targets;
 }
 
@@ -271,8 +272,7 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
          privacy::query_logits(logits_of(model), audit.population.images, audit.mirror)});
     record.targets.emplace_back(
         target.name,
-        privacy::RunTarget{model.weights_sha256,
-                           json_number(run_dir + "/" + target.results, "test_accuracy")});
+        privacy::RunTarget{model.weights_sha256, test_accuracy(run_dir, target.results)});
   }
   privacy::write_tensors(run_dir + "/logits.h5", logits);
   if (path_exists(run_dir + "/generator/ema.pt"))
@@ -354,7 +354,7 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
   std::string csv = privacy::attack_csv_header();
   const Json targets = score_lira(options, audit, records, csv);
   const auto shipped = [&](const std::string& file) {
-    return json_number(context.workdir() + "/results/" + file, "test_accuracy");
+    return test_accuracy(context.workdir(), file);
   };
   const Json results{
       {"step", "mia"},
@@ -374,16 +374,15 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
        "each, the majority kind dropped at random; unbiased without signal); "
        "per-example variances from so few shadows are noisy at small M, so the "
        "global-variance attacks are the headline"},
-      {"shipped", Json{{"teacher_test_accuracy", shipped("teacher.json")},
-                       {"student_test_accuracy", shipped("distill.json")}}},
+      {"shipped", Json{{"teacher_test_accuracy", shipped("teacher")},
+                       {"student_test_accuracy", shipped("distill")}}},
       {"targets", targets},
       {"runs_detail", details},
       {"run_seconds", run_seconds_total(records)},
       {"seconds", seconds_since(start)},
       {"world_size", context.comm.size()}};
-  make_dirs(context.workdir() + "/results");
-  write_file_atomic(context.workdir() + "/results/mia.csv", csv);
-  write_file_atomic(context.workdir() + "/results/mia.json", results.dump(2) + "\n");
+  report::write_results_csv(context.workdir(), "mia", csv);
+  report::write_results(context.workdir(), "mia", results);
   log_lira(targets);
 }
 
@@ -577,9 +576,8 @@ void write_tckr_results(const Context& context, const MiaOptions& options, const
                {"targets", results_targets},
                {"seconds", seconds_since(start)},
                {"world_size", context.comm.size()}};
-  make_dirs(context.workdir() + "/results");
-  write_file_atomic(context.workdir() + "/results/mia-tckr.csv", csv);
-  write_file_atomic(context.workdir() + "/results/mia-tckr.json", results.dump(2) + "\n");
+  report::write_results_csv(context.workdir(), "mia-tckr", csv);
+  report::write_results(context.workdir(), "mia-tckr", results);
 }
 
 int run_tckr(Context& context, const MiaOptions& options) {

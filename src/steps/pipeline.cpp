@@ -1,4 +1,5 @@
 #include "kr/steps/pipeline.hpp"
+#include "kr/steps/run_record.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -57,21 +58,6 @@ std::vector<PipelineStep> read_pipeline(const std::string& path) {
   }
   if (steps.empty()) throw UsageError(path + ": no steps");
   return steps;
-}
-
-std::string run_status(const std::string& run_dir) {
-  const std::string path = run_dir + "/run.json";
-  if (!path_exists(path)) return "missing";
-  try {
-    const auto status = Json::parse(read_file(path)).value("status", "");
-    return status.empty() ? "unreadable" : status;
-  } catch (const std::exception&) {
-    return "unreadable";  // run the step again
-  }
-}
-
-bool run_complete(const std::string& run_dir) {
-  return run_status(run_dir) == "complete";
 }
 
 int run_pipeline(Context& parent, comm::Communicator& comm, const std::vector<PipelineStep>& steps,

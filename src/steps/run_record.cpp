@@ -110,4 +110,19 @@ void claim_settings(const std::string& directory, const Json& settings, const st
                      "); use another --out or remove the directory");
 }
 
+std::string run_status(const std::string& run_dir) {
+  const std::string path = run_dir + "/run.json";
+  if (!path_exists(path)) return "missing";
+  try {
+    const auto status = Json::parse(read_file(path)).value("status", "");
+    return status.empty() ? "unreadable" : status;
+  } catch (const std::exception&) {
+    return "unreadable";  // run the step again
+  }
+}
+
+bool run_complete(const std::string& run_dir) {
+  return run_status(run_dir) == "complete";
+}
+
 }  // namespace kr::steps

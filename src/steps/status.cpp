@@ -5,7 +5,7 @@
 
 #include "kr/comm/communicator.hpp"
 #include "kr/core/error.hpp"
-#include "kr/steps/pipeline.hpp"
+#include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 
 namespace kr::steps {

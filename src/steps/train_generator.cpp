@@ -18,6 +18,7 @@
 #include "kr/io/png.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
+#include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
@@ -238,7 +239,6 @@ Json generator_results(const Context& context, const gen::GeneratorSpec& spec, G
 int run_train_generator(Context& context, const GeneratorOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string run_dir = context.under_workdir(options.out, "generator");
-  const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
   const auto spec = spec_from(options, dataset.info);
   RunRecord record(context, run_dir);
@@ -297,11 +297,9 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
     io::write_png(run_dir + "/samples.png", grid);
     const Json results =
         generator_results(context, spec, task, dataset, trainer, outcome, quality, run_dir);
-    make_dirs(results_dir);
     // results/generator.json for the default run directory; results/<name>.json for another.
     const std::string name = std::filesystem::path(run_dir).filename().string();
-    write_file_atomic(results_dir + "/" + (name.empty() ? "generator" : name) + ".json",
-                      results.dump(2) + "\n");
+    report::write_results(context.workdir(), name.empty() ? "generator" : name, results);
   }
   if (teacher) {
     char line[200];

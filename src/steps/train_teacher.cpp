@@ -8,6 +8,7 @@
 #include "kr/data/augment.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/nn/resnet.hpp"
+#include "kr/report/results.hpp"
 #include "kr/steps/classifier_options.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
@@ -60,7 +61,6 @@ class TeacherTask final : public train::ClassifierTask {
 int run_train_teacher(Context& context, const TeacherOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string run_dir = context.under_workdir(options.out, "teacher");
-  const std::string results_dir = context.workdir() + "/results";
   data::Dataset dataset = io::read_dataset(data_path);
   RunRecord record(context, run_dir);
   record.add_input("data", data_path);
@@ -105,11 +105,11 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
                {"params_sha256", result.params_sha256},
                {"history", outcome.history}};
   if (context.comm.rank() == 0) {
-    make_dirs(results_dir);
+    make_dirs(context.workdir() + "/results");
     write_history_csv(
-        results_dir + "/teacher_epochs.csv", outcome.history,
+        report::results_path(context.workdir(), "teacher_epochs", "csv"), outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds", "images_per_second"});
-    write_file_atomic(results_dir + "/teacher.json", results.dump(2) + "\n");
+    report::write_results(context.workdir(), "teacher", results);
   }
   char line[160];
   std::snprintf(

@@ -6,6 +6,7 @@
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/steps/pipeline.hpp"
+#include "kr/steps/run_record.hpp"
 
 namespace {
 

@@ -30,11 +30,6 @@ std::string pipeline_path(const std::string& name_or_path);
 // Parses a pipeline file; an unknown step or a malformed line is an error naming file:line.
 std::vector<PipelineStep> read_pipeline(const std::string& path);
 
-// What <run_dir>/run.json says: "complete", "failed", "running", "missing" (no
-// run.json) or "unreadable". A step's run directory is complete when it says so.
-std::string run_status(const std::string& run_dir);
-bool run_complete(const std::string& run_dir);
-
 // Runs `steps` in order in this process on `comm`, each with `common` options (config,
 // workdir, seed ...) before its own, skipping steps whose run directory is complete.
 // Returns the first exit code that is not ok (a preempted step stops the pipeline),

@@ -26,6 +26,12 @@ class RunRecord {
   Json record_;
 };
 
+// What <run_dir>/run.json says: "complete", "failed", "running", "missing" (no
+// run.json) or "unreadable". A step's run directory is complete when it says so (the
+// reader of the file RunRecord writes: `kr run`'s skips, `kr status`, kr mia's runs).
+std::string run_status(const std::string& run_dir);
+bool run_complete(const std::string& run_dir);
+
 // Rank 0 only: the first run into `directory` writes settings.json; a later run
 // must bring the same settings, else a UsageError names the first difference.
 // `what` says what the directory holds ("a pool", "runs").
