@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -74,15 +76,53 @@ void rename_durable(const std::string& from, const std::string& to) {
   fsync_dir(parent_dir(to));
 }
 
+std::string free_space_text(const std::string& path) {
+  struct statvfs stats {};
+  if (::statvfs(parent_dir(path).c_str(), &stats) != 0) return "free space unknown";
+  const double bytes = static_cast<double>(stats.f_bavail) * static_cast<double>(stats.f_frsize);
+  char text[64];
+  if (bytes >= 1e9) {
+    std::snprintf(text, sizeof text, "%.1f GB free", bytes / 1e9);
+  } else if (bytes >= 1e6) {
+    std::snprintf(text, sizeof text, "%.1f MB free", bytes / 1e6);
+  } else {
+    std::snprintf(text, sizeof text, "%.0f kB free", bytes / 1e3);
+  }
+  return std::string(text) + " on " + parent_dir(path);
+}
+
+namespace {
+[[noreturn]] void throw_write_error(const std::string& path, const char* what, int error) {
+  throw Error(path + ": " + what + " failed (" + std::strerror(error) + "; " +
+              free_space_text(path) + ")");
+}
+}  // namespace
+
+void write_file_durable(const std::string& path, const std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) throw_write_error(path, "create", errno);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t wrote = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) {
+      const int error = wrote < 0 ? errno : ENOSPC;
+      ::close(fd);
+      throw_write_error(path, "write", error);
+    }
+    done += static_cast<std::size_t>(wrote);
+  }
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    const int error = errno;
+    ::close(fd);
+    throw_write_error(path, "fsync", error);
+  }
+  if (::close(fd) != 0) throw_write_error(path, "close", errno);
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   PendingFile pending(path);
-  {
-    std::ofstream out(pending.temp_path(), std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(pending.temp_path() + ": cannot create (" + std::strerror(errno) + ")");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw Error(pending.temp_path() + ": write failed");
-  }
+  write_file_durable(pending.temp_path(), bytes);
   pending.commit();
 }
 

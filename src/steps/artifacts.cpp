@@ -70,7 +70,7 @@ LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channe
                 std::to_string(channels) + " and " + std::to_string(classes));
   loaded.model = nn::ResNet20(shape);
   loaded.weights = run_dir + "/model.pt";
-  nn::load_module(*loaded.model, loaded.weights);
+  nn::load_module(*loaded.model, loaded.weights, loaded.description.value("params_sha256", ""));
   loaded.weights_sha256 = sha256_file(loaded.weights);
   loaded.channels_last = shape.width % 8 == 0;
   if (loaded.channels_last) nn::to_channels_last(*loaded.model);

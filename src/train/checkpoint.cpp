@@ -7,11 +7,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
+#include "kr/nn/serialize.hpp"
 
 namespace kr::train {
 
@@ -62,35 +64,24 @@ void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, co
       fs::remove_all(pending.temp_path());
       make_dirs(pending.temp_path());
       const std::string tmp = pending.temp_path();
+      // Every file is written and fsynced with its errors checked (a full disk names the
+      // file and the free space); the directory is renamed into place only when complete.
       std::vector<std::string> files;
-      for (const auto& [name, module] : items.modules) {
-        torch::serialize::OutputArchive archive;
-        module->save(archive);
-        archive.save_to(tmp + "/" + name + ".pt");
-        files.push_back(name + ".pt");
-      }
+      auto add_file = [&](const std::string& file, const std::string& bytes) {
+        write_file_durable(tmp + "/" + file, bytes);
+        files.push_back(file);
+      };
+      for (const auto& [name, module] : items.modules)
+        add_file(name + ".pt", nn::module_bytes(*module));
       for (const auto& [name, optimizer] : items.optimizers) {
         torch::serialize::OutputArchive archive;
         optimizer->save(archive);
-        archive.save_to(tmp + "/" + name + ".pt");
-        files.push_back(name + ".pt");
+        add_file(name + ".pt", nn::archive_bytes(archive));
       }
-      {
-        std::ofstream out(tmp + "/rng.bin", std::ios::binary);
-        out.write(static_cast<const char*>(all_rng.data_ptr()),
-                  static_cast<std::streamsize>(all_rng.nbytes()));
-      }
-      files.push_back("rng.bin");
-      {
-        std::ofstream out(tmp + "/state.json");
-        out << state.dump(2);
-      }
-      files.push_back("state.json");
-      {
-        std::ofstream out(tmp + "/config.json");
-        out << config_.dump(2);
-      }
-      files.push_back("config.json");
+      add_file("rng.bin", std::string(static_cast<const char*>(all_rng.data_ptr()),
+                                      static_cast<std::size_t>(all_rng.nbytes())));
+      add_file("state.json", state.dump(2));
+      add_file("config.json", config_.dump(2));
 
       Json manifest;
       manifest["format"] = "kr-checkpoint";
@@ -104,20 +95,17 @@ void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, co
       manifest["rng_bytes_per_rank"] = rng.nbytes();
       Json hashes;
       for (const auto& file : files) {
-        fsync_file(tmp + "/" + file);
         hashes[file] =
             Json{{"sha256", sha256_file(tmp + "/" + file)}, {"bytes", file_size(tmp + "/" + file)}};
       }
       manifest["files"] = hashes;
-      {
-        std::ofstream out(tmp + "/manifest.json");
-        out << manifest.dump(2);
-      }
-      fsync_file(tmp + "/manifest.json");
+      write_file_durable(tmp + "/manifest.json", manifest.dump(2));
       if (path_exists(final_path)) fs::remove_all(final_path);
       pending.commit();
-      write_file_atomic(directory_ + "/latest", step_name(step) + "\n");
+      // `best` before `latest`: a failure between the two leaves `latest` at the previous
+      // checkpoint, whose `best` is still valid, never a `latest` without its `best`.
       if (best) write_file_atomic(directory_ + "/best", step_name(step) + "\n");
+      write_file_atomic(directory_ + "/latest", step_name(step) + "\n");
       prune();
       verdict.fill_(1);
     } catch (const std::exception& error) {
@@ -203,29 +191,45 @@ void CheckpointManager::check_identity(const std::string& path, const Json& mani
   }
 }
 
+std::string CheckpointManager::newest_verified(std::int64_t below) const {
+  std::vector<std::pair<std::int64_t, std::string>> steps;
+  if (!path_exists(directory_)) return "";
+  for (const auto& entry : fs::directory_iterator(directory_)) {
+    const auto name = entry.path().filename().string();
+    if (step_of(name) >= 0 && step_of(name) < below && entry.is_directory())
+      steps.emplace_back(step_of(name), name);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (const auto& candidate : steps)
+    if (verify(directory_ + "/" + candidate.second).empty())
+      return directory_ + "/" + candidate.second;
+  return "";
+}
+
 std::optional<std::string> CheckpointManager::find_latest(bool allow_reshard) {
+  const std::string pointer = directory_ + "/latest";
   const std::string latest = resolve_pointer("latest");
-  if (latest.empty()) return std::nullopt;
+  if (latest.empty()) {
+    // No pointer (or an empty one) with checkpoints beside it is damage, not a fresh run:
+    // restarting from step 0 would silently throw the training away.
+    const std::string newest = newest_verified(std::numeric_limits<std::int64_t>::max());
+    if (newest.empty()) return std::nullopt;
+    throw Error(pointer + (path_exists(pointer) ? " is empty" : " is missing") +
+                " but checkpoints exist; the newest that verifies is " + newest +
+                " (pass --resume " + newest + " to use it, or --resume never to start again)");
+  }
   const std::string path = directory_ + "/" + latest;
-  const std::string problem = verify(path);
+  const bool named = step_of(latest) >= 0;
+  const std::string problem =
+      named ? verify(path)
+            : pointer + " does not name a checkpoint (it holds '" + latest.substr(0, 40) + "')";
   if (!problem.empty()) {
-    std::string fallback;
-    std::vector<std::pair<std::int64_t, std::string>> steps;
-    for (const auto& entry : fs::directory_iterator(directory_)) {
-      const auto name = entry.path().filename().string();
-      if (step_of(name) >= 0 && step_of(name) < step_of(latest))
-        steps.emplace_back(step_of(name), name);
-    }
-    std::sort(steps.rbegin(), steps.rend());
-    for (const auto& candidate : steps) {
-      if (verify(directory_ + "/" + candidate.second).empty()) {
-        fallback = directory_ + "/" + candidate.second;
-        break;
-      }
-    }
-    throw Error("latest checkpoint " + path + " is corrupt: " + problem +
-                (fallback.empty() ? "; no older checkpoint verifies"
-                                  : "; the newest older checkpoint that verifies is " + fallback +
+    const std::string fallback =
+        newest_verified(named ? step_of(latest) : std::numeric_limits<std::int64_t>::max());
+    throw Error("latest checkpoint " + (named ? path : pointer) + " is corrupt: " + problem +
+                (fallback.empty() ? "; no other checkpoint verifies"
+                                  : std::string("; the newest ") + (named ? "older " : "") +
+                                        "checkpoint that verifies is " + fallback +
                                         " (pass --resume " + fallback + " to use it)"));
   }
   check_identity(path, Json::parse(read_file(path + "/manifest.json")), allow_reshard);

@@ -30,6 +30,37 @@ TEST(ResNet20, ParameterCountMatchesArchitecturesDoc) {
 
 // Note [Counting FLOPs]: the profiler's count agrees with the analytic one; the
 // difference is the residual additions, which the analytic count leaves out.
+// Issue 19, defect 2: LibTorch ignores the zip CRCs, so weights with flipped bytes loaded
+// silently (a teacher full of NaN). Every load verifies the weights' checksum.
+TEST(Serialize, FlippedWeightBytesAreRefusedNamingTheFile) {
+  TempDir dir;
+  kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, 8});
+  {
+    torch::NoGradGuard no_grad;
+    model->parameters()[0].fill_(0.3125f);  // a pattern to find in the file
+  }
+  const std::string path = dir / "model.pt";
+  kr::nn::save_module(*model, path);
+  kr::nn::ResNet20 loaded(kr::nn::ResNetShape{1, 10, 8});
+  EXPECT_NO_THROW(kr::nn::load_module(*loaded, path));
+  EXPECT_EQ(kr::nn::state_sha256(*loaded), kr::nn::state_sha256(*model));
+  EXPECT_THROW(kr::nn::load_module(*loaded, path, std::string(64, '0')), kr::Error);
+  auto bytes = kr::read_file(path);
+  const float value = 0.3125f;
+  const std::string pattern(reinterpret_cast<const char*>(&value), sizeof value);
+  auto at = bytes.find(pattern);
+  ASSERT_NE(at, std::string::npos);
+  for (int i = 0; i < 64; ++i, at += 4) bytes[at + 3] ^= 0x7f;  // the top byte of 64 floats
+  kr::test::write_bytes(path, bytes);
+  try {
+    kr::nn::load_module(*loaded, path);
+    FAIL() << "corrupt weights loaded";
+  } catch (const kr::Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find(path + ": weights fail their checksum"), std::string::npos) << message;
+  }
+}
+
 TEST(ResNet20, ProfilerFlopCountMatchesTheAnalyticCount) {
   const kr::nn::ResNetShape shape{1, 10, 16, 28, 28};
   kr::nn::ResNet20 model(shape);
@@ -221,6 +252,59 @@ TEST(Checkpoint, FlippedByteIsDetectedAndOlderGoodOneNamed) {
     EXPECT_NE(message.find("is corrupt"), std::string::npos) << message;
     EXPECT_NE(message.find("step_00000016"), std::string::npos)
         << message;  // the epoch-2 checkpoint
+  }
+}
+
+// Issue 19, defect 7: a deleted or empty `latest` restarted training from step 0, and one
+// holding garbage said "no older checkpoint verifies" although older ones did.
+TEST(Checkpoint, MissingEmptyOrGarbageLatestNamesTheNewestGoodOne) {
+  TempDir dir;
+  auto options = tiny_options(dir / "ckpt");
+  options.keep = 5;
+  train_tiny(options);
+  kr::comm::SelfCommunicator comm;
+  kr::train::CheckpointManager manager(comm, dir / "ckpt", 5, {"cfg", 1, 1, 0, -1},
+                                       kr::Json::object());
+  const auto latest = manager.find_latest(false);
+  ASSERT_TRUE(latest.has_value());
+  const auto message_of = [&] {
+    try {
+      manager.find_latest(false);
+    } catch (const kr::Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("accepted");
+  };
+  std::filesystem::remove(dir / "ckpt/latest");
+  auto message = message_of();
+  EXPECT_NE(message.find("latest is missing but checkpoints exist"), std::string::npos) << message;
+  EXPECT_NE(message.find("the newest that verifies is " + *latest), std::string::npos) << message;
+  kr::test::write_bytes(dir / "ckpt/latest", "");
+  message = message_of();
+  EXPECT_NE(message.find("latest is empty"), std::string::npos) << message;
+  kr::test::write_bytes(dir / "ckpt/latest", "\x7f\x01garbage");
+  message = message_of();
+  EXPECT_NE(message.find("does not name a checkpoint"), std::string::npos) << message;
+  EXPECT_NE(message.find("checkpoint that verifies is " + *latest), std::string::npos) << message;
+  // No checkpoints at all is a fresh start, not an error.
+  TempDir empty;
+  kr::train::CheckpointManager fresh(comm, empty / "ckpt", 5, {"cfg", 1, 1, 0, -1},
+                                     kr::Json::object());
+  EXPECT_FALSE(fresh.find_latest(false).has_value());
+}
+
+// Issue 19, defect 4: checkpoint files were written without error checks, so a full disk
+// committed a checkpoint of empty files. Every write is checked and names the file.
+TEST(Checkpoint, WriteErrorsNameTheFileAndFreeSpace) {
+  if (!kr::path_exists("/dev/full")) GTEST_SKIP() << "no /dev/full here";
+  try {
+    kr::write_file_durable("/dev/full", std::string(1 << 16, 'x'));
+    FAIL() << "a write to a full device succeeded";
+  } catch (const kr::Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("/dev/full: "), std::string::npos) << message;
+    EXPECT_NE(message.find("No space left on device"), std::string::npos) << message;
+    EXPECT_NE(message.find("free on /dev"), std::string::npos) << message;
   }
 }
 

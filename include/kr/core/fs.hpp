@@ -24,7 +24,14 @@ void fsync_file(const std::string& path);
 void fsync_dir(const std::string& path);
 
 // Writes bytes to `path` through a temporary file and rename. See Note [Rename-based commit].
+// Every write, the fsync and the close are checked: a full disk is an Error naming the
+// file and the free space left, and nothing is renamed into place.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// Writes `path` in place (create/truncate, write, fsync, close, each checked): for files
+// inside a temporary directory that is itself renamed into place.
+void write_file_durable(const std::string& path, const std::string& bytes);
+// "12 kB free on <directory of path>", for error messages about full disks.
+std::string free_space_text(const std::string& path);
 
 // Renames `from` to `to` and fsyncs the parent directory of `to`.
 void rename_durable(const std::string& from, const std::string& to);

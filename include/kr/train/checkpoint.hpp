@@ -46,8 +46,9 @@ class CheckpointManager {
   // Collective. `state` is the trainer's position (step, epoch, ...).
   void save(std::int64_t step, const CheckpointItems& items, const Json& state, bool best);
 
-  // Path of the checkpoint `latest` names, verified; nullopt when there is none.
-  // Throws when it is corrupt (naming the newest older one that verifies) or foreign.
+  // Path of the checkpoint `latest` names, verified; nullopt when there are no
+  // checkpoints. Throws when `latest` is corrupt, garbage, empty or missing beside
+  // checkpoints (naming the newest one that verifies), or foreign.
   std::optional<std::string> find_latest(bool allow_reshard);
   std::optional<std::string> find_best();
 
@@ -61,6 +62,8 @@ class CheckpointManager {
  private:
   void prune();
   std::string resolve_pointer(const std::string& name) const;
+  // The newest checkpoint directory below step `below` that verifies, or "".
+  std::string newest_verified(std::int64_t below) const;
   void check_identity(const std::string& path, const Json& manifest, bool allow_reshard) const;
 
   comm::Communicator& comm_;
