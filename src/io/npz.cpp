@@ -3,6 +3,9 @@
 #include <torch/torch.h>
 #include <zip.h>
 
+#include <array>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <regex>
 
@@ -29,6 +32,22 @@ std::int64_t item_size(const std::string& descr, const std::string& what) {
   if (descr[0] == '>' && descr.back() != '1')
     throw Error(what + ": big-endian dtype '" + descr + "' unsupported");
   return std::stoll(match[1]);
+}
+
+// CRC-32 (IEEE 802.3, reflected, as zip stores it) of `bytes`.
+std::uint32_t crc32_of(const std::string& bytes) {
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> entries{};
+    for (std::uint32_t n = 0; n < 256; ++n) {
+      std::uint32_t c = n;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      entries[n] = c;
+    }
+    return entries;
+  }();
+  std::uint32_t crc = 0xFFFFFFFFu;
+  for (const unsigned char byte : bytes) crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
 }
 
 }  // namespace
@@ -124,6 +143,14 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
       zip_fclose(member);
       if (got < 0 || static_cast<zip_uint64_t>(got) != stat.size)
         throw Error(what + ": truncated or corrupt member");
+      // libzip checks the CRC only on a read past the end; check it here, as numpy does.
+      if (!(stat.valid & ZIP_STAT_CRC)) throw Error(what + ": member has no CRC-32");
+      const std::uint32_t crc = crc32_of(bytes);
+      if (crc != stat.crc) {
+        char text[64];
+        std::snprintf(text, sizeof text, "CRC-32 %08x, archive says %08x", crc, stat.crc);
+        throw Error(what + ": corrupt member (" + text + ")");
+      }
       arrays[name.substr(0, name.size() - 4)] = parse_npy(bytes, what);
     }
   } catch (...) {

@@ -222,6 +222,27 @@ std::string detect_format(const std::string& path) {
               ": cannot tell the format from the name; pass --format idx|cifar10|cifar100|npz|h5");
 }
 
+namespace {
+// Inferred classes must all occur in train: a label of 200 in a ten-class set would
+// otherwise make 191 classes without an image.
+void refuse_empty_classes(const data::ImageSet& train, std::int64_t classes,
+                          const std::string& path) {
+  const auto counts = data::class_counts(train.labels, classes);
+  std::vector<std::int64_t> empty;
+  for (std::int64_t c = 0; c < classes; ++c)
+    if (counts[static_cast<std::size_t>(c)] == 0) empty.push_back(c);
+  if (empty.empty()) return;
+  std::string list;
+  for (std::size_t i = 0; i < empty.size() && i < 8; ++i)
+    list += (i ? ", " : "") + std::to_string(empty[i]);
+  if (empty.size() > 8) list += ", ... (" + std::to_string(empty.size()) + " in all)";
+  throw UsageError(path + ": labels run from 0 to " + std::to_string(classes - 1) +
+                   " but class(es) " + list +
+                   " have no train image; pass --classes N if the set has N classes (labels "
+                   "at or above N are then refused), or fix the labels");
+}
+}  // namespace
+
 Source load_source(const SourceOptions& options) {
   const std::string format =
       options.format == "auto" ? detect_format(options.path) : options.format;
@@ -251,12 +272,20 @@ Source load_source(const SourceOptions& options) {
   if (format != "h5") {
     std::int64_t highest = std::max(max_label(source.train), max_label(source.test));
     if (source.val) highest = std::max(highest, max_label(*source.val));
-    if (known && !known->class_names.empty()) {
+    if (options.classes > 0) {
+      if (known && !known->class_names.empty() &&
+          options.classes != static_cast<std::int64_t>(known->class_names.size()))
+        throw UsageError("--classes " + std::to_string(options.classes) + ": " + info.name +
+                         " has " + std::to_string(known->class_names.size()) + " classes");
+      if (known && !known->class_names.empty()) info.class_names = known->class_names;
+      info.classes = options.classes;  // check_image_set rejects labels at or above it
+    } else if (known && !known->class_names.empty()) {
       info.class_names =
           known->class_names;  // a known set fixes its classes; check_image_set rejects others
       info.classes = static_cast<std::int64_t>(known->class_names.size());
     } else {
       info.classes = std::max<std::int64_t>(info.classes, highest + 1);
+      refuse_empty_classes(source.train, info.classes, options.path);
     }
     info.hflip = known && known->hflip;
   }

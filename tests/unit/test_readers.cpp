@@ -24,7 +24,8 @@ std::string error_of(const std::function<void()>& action) {
 }
 
 void write_npz(const std::string& path,
-               const std::vector<std::pair<std::string, std::string>>& members) {
+               const std::vector<std::pair<std::string, std::string>>& members,
+               bool stored = false) {
   int error = 0;
   zip_t* archive = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
   ASSERT_NE(archive, nullptr);
@@ -33,7 +34,12 @@ void write_npz(const std::string& path,
   for (const auto& [name, bytes] : members) {
     keep.push_back(bytes);
     zip_source_t* source = zip_source_buffer(archive, keep.back().data(), keep.back().size(), 0);
-    ASSERT_GE(zip_file_add(archive, (name + ".npy").c_str(), source, ZIP_FL_OVERWRITE), 0);
+    const zip_int64_t index =
+        zip_file_add(archive, (name + ".npy").c_str(), source, ZIP_FL_OVERWRITE);
+    ASSERT_GE(index, 0);
+    if (stored) {
+      ASSERT_EQ(zip_set_file_compression(archive, index, ZIP_CM_STORE, 0), 0);
+    }
   }
   ASSERT_EQ(zip_close(archive), 0);
 }
@@ -150,6 +156,29 @@ TEST(Source, LabelOutOfRangeForKnownSet) {
   EXPECT_NE(message.find("label out of range"), std::string::npos) << message;
 }
 
+// Issue 19, defect 6: one stray label made an unknown set a 201-class one.
+TEST(Source, StrayLabelOfAnUnknownSetIsRefused) {
+  TempDir dir;
+  kr::test::write_idx_dir(dir / "scans", 40, 10, 10, false);
+  auto labels = kr::test::cyclic_labels(40, 10);
+  labels[5] = 200;
+  kr::test::write_bytes(dir / "scans/train-labels-idx1-ubyte", kr::test::idx_labels(labels));
+  kr::io::SourceOptions options;
+  options.path = dir / "scans";
+  auto message = error_of([&] { kr::io::load_source(options); });
+  EXPECT_NE(message.find("labels run from 0 to 200"), std::string::npos) << message;
+  EXPECT_NE(message.find("class(es) 10, 11, 12"), std::string::npos) << message;
+  EXPECT_NE(message.find("(190 in all)"), std::string::npos) << message;
+  EXPECT_NE(message.find("--classes"), std::string::npos) << message;
+  options.classes = 10;  // the set's real class count: the stray label is refused
+  message = error_of([&] { kr::io::load_source(options); });
+  EXPECT_NE(message.find("label out of range"), std::string::npos) << message;
+  options.classes = 0;  // without the stray label the classes are inferred as before
+  labels[5] = 5;
+  kr::test::write_bytes(dir / "scans/train-labels-idx1-ubyte", kr::test::idx_labels(labels));
+  EXPECT_EQ(kr::io::load_source(options).info.classes, 10);
+}
+
 TEST(Cifar, ReadsRecordsAndRejectsTruncation) {
   TempDir dir;
   std::string record(1 + 3072, '\0');
@@ -210,6 +239,33 @@ TEST(Npz, MedMnistStyleArchiveLoads) {
   // HWC -> CHW: pixel (h=0, w=0, c=1) is payload byte 1.
   EXPECT_EQ(source.train.images[0][1][0][0].item<int>(), 1);
   EXPECT_EQ(source.test.labels[0].item<std::int64_t>(), 2);
+}
+
+// Issue 19, defect 3: a member whose bytes no longer match its CRC-32 was ingested.
+TEST(Npz, CorruptMemberFailsItsCrc) {
+  TempDir dir;
+  const std::string path = dir / "bloodmnist.npz";
+  const auto images = [](int n) {
+    return kr::test::npy("|u1", {n, 28, 28}, u8_payload(n * 784, 7));
+  };
+  write_npz(path,
+            {{"train_images", images(6)},
+             {"train_labels", kr::test::npy("<i8", {6}, labels_i64({0, 1, 2, 0, 1, 2}))},
+             {"test_images", images(3)},
+             {"test_labels", kr::test::npy("<i8", {3}, labels_i64({2, 1, 0}))}},
+            /*stored=*/true);
+  kr::io::SourceOptions options;
+  options.path = path;
+  EXPECT_NO_THROW(kr::io::load_source(options));
+  // One pixel of the first member changes value (stored, so the archive stays readable).
+  auto bytes = kr::read_file(path);
+  const auto header = bytes.find("'descr': '|u1'");
+  ASSERT_NE(header, std::string::npos);
+  bytes[header + 300] ^= 0x04;
+  kr::test::write_bytes(path, bytes);
+  const auto message = error_of([&] { kr::io::load_source(options); });
+  EXPECT_NE(message.find("corrupt member (CRC-32"), std::string::npos) << message;
+  EXPECT_NE(message.find("bloodmnist.npz:train_images.npy"), std::string::npos) << message;
 }
 
 TEST(Npz, NonUint8ImagesAreRefused) {

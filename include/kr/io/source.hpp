@@ -19,6 +19,9 @@ struct SourceOptions {
   std::string format = "auto";  // auto, idx, cifar10, cifar100, npz, h5
   std::string name;             // empty: derived from the path
   std::string hflip = "auto";   // auto, yes, no
+  // 0: a known set's classes, else 1 + the highest label, refused when that leaves a
+  // class without a train image (a stray label would make classes that do not exist).
+  std::int64_t classes = 0;
 };
 
 struct Source {
