@@ -123,6 +123,8 @@ void Communicator::run(const char* name, std::unique_ptr<PendingOp> op) {
         message += "; not arrived: rank";
         for (std::size_t i = 0; i < missing.size(); ++i)
           message += (i ? ", " : " ") + std::to_string(missing[i]);
+      } else if (rank() != 0 && tracks_arrivals()) {
+        message += "; rank 0 has arrived (its warning names the ranks missing)";
       }
       if (waited >= watchdog_.timeout_seconds) {
         abort(exit_code::failure, message + "; past --comm-timeout " +

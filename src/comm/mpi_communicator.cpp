@@ -11,7 +11,8 @@ namespace kr::comm {
 
 namespace {
 
-constexpr int kArrivalTag = 7001;
+constexpr int kArrivalTag = 7001;      // rank r -> rank 0: "I am in collective #n"
+constexpr int kRootArrivalTag = 7002;  // rank 0 -> every rank: the same, for rank 0
 
 MPI_Datatype mpi_type(DataType type) {
   switch (type) {
@@ -77,6 +78,7 @@ MpiCommunicator::~MpiCommunicator() {
   // message is left unmatched at MPI_Finalize.
   if (rank() == 0) drain_heartbeats(true, last_announced_);
   reap_sends(true);
+  if (rank() != 0) drain_root_arrivals(true, last_announced_);
   MPI_Comm_free(&heartbeat_);
   MPI_Comm_free(&comm_);
 }
@@ -127,8 +129,16 @@ void MpiCommunicator::announce_arrival(std::uint64_t sequence) {
   if (rank() == 0) {
     arrived_[0] = sequence;
     drain_heartbeats(false, 0);
+    // Every other rank learns when rank 0 arrives, so a late rank 0 is named too.
+    reap_sends(false);
+    for (int r = 1; r < size(); ++r) {
+      Send send{std::make_unique<std::uint64_t>(sequence), MPI_REQUEST_NULL};
+      MPI_Isend(send.value.get(), 1, MPI_UINT64_T, r, kRootArrivalTag, heartbeat_, &send.request);
+      sends_.push_back(std::move(send));
+    }
     return;
   }
+  drain_root_arrivals(false, 0);
   reap_sends(false);
   Send send{std::make_unique<std::uint64_t>(sequence), MPI_REQUEST_NULL};
   MPI_Isend(send.value.get(), 1, MPI_UINT64_T, 0, kArrivalTag, heartbeat_, &send.request);
@@ -136,7 +146,12 @@ void MpiCommunicator::announce_arrival(std::uint64_t sequence) {
 }
 
 std::vector<int> MpiCommunicator::ranks_not_arrived(std::uint64_t sequence) {
-  if (rank() != 0) return {};
+  if (rank() != 0) {
+    // Only rank 0 hears every rank; the others hear rank 0.
+    drain_root_arrivals(false, 0);
+    if (root_arrived_ < sequence) return {0};
+    return {};
+  }
   drain_heartbeats(false, 0);
   std::vector<int> missing;
   for (int r = 0; r < size(); ++r) {
@@ -161,6 +176,17 @@ void MpiCommunicator::drain_heartbeats(bool block_until, std::uint64_t sequence)
     MPI_Recv(&value, 1, MPI_UINT64_T, status.MPI_SOURCE, kArrivalTag, heartbeat_,
              MPI_STATUS_IGNORE);
     arrived_[status.MPI_SOURCE] = std::max(arrived_[status.MPI_SOURCE], value);
+  }
+}
+
+void MpiCommunicator::drain_root_arrivals(bool block_until, std::uint64_t sequence) {
+  for (;;) {
+    int flag = 0;
+    MPI_Iprobe(0, kRootArrivalTag, heartbeat_, &flag, MPI_STATUS_IGNORE);
+    if (!flag && (!block_until || root_arrived_ >= sequence)) return;
+    std::uint64_t value = 0;
+    MPI_Recv(&value, 1, MPI_UINT64_T, 0, kRootArrivalTag, heartbeat_, MPI_STATUS_IGNORE);
+    root_arrived_ = std::max(root_arrived_, value);
   }
 }
 

@@ -47,6 +47,12 @@ grep "kr rank 0" "$WORK/out" | grep -q "not arrived: rank 1" || { cat "$WORK/out
 grep "kr rank 0" "$WORK/out" | grep -q "collective #[0-9]* (allreduce(sum)) at step 3" || { cat "$WORK/out"; fail "no sequence number"; }
 pass "watchdog: ended in ${elapsed}s; rank 0 named rank 1 and the collective"
 
+# Rank 0 is the late one (issue 19, defect 8): rank 1's warnings name it.
+expect_exit 1 "${TRAIN[@]}" --workdir "$WORK/w0" --comm-timeout 10 --comm-warn 3 --fault-rank 0 --fault-step 3 \
+  --fault-action sleep:20
+grep "kr rank 1" "$WORK/out" | grep -q "not arrived: rank 0" || { cat "$WORK/out"; fail "rank 1 did not name rank 0"; }
+pass "watchdog: rank 1 named a late rank 0"
+
 # NaN loss on rank 1 at step 2.
 expect_exit 1 "${TRAIN[@]}" --workdir "$WORK/n" --fault-rank 1 --fault-step 2 --fault-action nan
 [[ $(grep -c "non-finite loss at step 2 (epoch 1) on rank 1" "$WORK/out") == 2 ]] || { cat "$WORK/out"; fail "both ranks must report the NaN"; }

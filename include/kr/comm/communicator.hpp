@@ -81,6 +81,8 @@ class Communicator {
   // Heartbeat side channel, see Note [Watchdog]. The defaults suit one rank.
   virtual void announce_arrival(std::uint64_t sequence) {}
   virtual std::vector<int> ranks_not_arrived(std::uint64_t sequence) { return {}; }
+  // Whether ranks_not_arrived knows anything (a rank other than 0 knows only rank 0).
+  virtual bool tracks_arrivals() const { return false; }
 
  private:
   void run(const char* name, std::unique_ptr<PendingOp> op);

@@ -34,10 +34,12 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<PendingOp> start_barrier() override;
   void announce_arrival(std::uint64_t sequence) override;
   std::vector<int> ranks_not_arrived(std::uint64_t sequence) override;
+  bool tracks_arrivals() const override { return true; }
 
  private:
   void drain_heartbeats(bool block_until, std::uint64_t sequence);
   void reap_sends(bool wait);
+  void drain_root_arrivals(bool block_until, std::uint64_t sequence);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   MPI_Comm heartbeat_ = MPI_COMM_NULL;
@@ -48,6 +50,7 @@ class MpiCommunicator final : public Communicator {
   };
   std::deque<Send> sends_;
   std::uint64_t last_announced_ = 0;
+  std::uint64_t root_arrived_ = 0;  // other ranks: last sequence rank 0 announced
 };
 
 }  // namespace kr::comm

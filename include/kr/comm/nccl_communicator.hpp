@@ -34,6 +34,7 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<PendingOp> start_barrier() override;
   bool native_average() const override { return true; }
   void announce_arrival(std::uint64_t sequence) override { mpi_->announce(sequence); }
+  bool tracks_arrivals() const override { return true; }
   std::vector<int> ranks_not_arrived(std::uint64_t sequence) override {
     return mpi_->not_arrived(sequence);
   }
