@@ -66,6 +66,7 @@ steps::StepOptions parse_nested(const steps::Step& step, const std::vector<std::
         parsed.values.count("config") ? parsed.values["config"].as<std::string>() : "";
     if (!config.empty()) store_config_file(config, step.name, declared.all, parsed.values);
     po::notify(parsed.values);
+    declared.validate(parsed.values);
   } catch (const po::error& error) {
     throw UsageError("kr " + step.name + " (nested): " + error.what());
   }
@@ -157,6 +158,7 @@ int main(int argc, char** argv) {
     const auto config = values.count("config") ? values["config"].as<std::string>() : "";
     if (!config.empty()) store_config_file(config, step->name, all, values);
     po::notify(values);
+    declared.validate(values);
     ::umask(parse_umask(values["umask"].as<std::string>()));
   } catch (const po::error& error) {
     if (speaker)

@@ -14,13 +14,13 @@ void add_common_options(steps::OptionTable& options) {
       .unbound<std::string>("config", "", "INI file of options (command line wins)").operational()
       .unbound<std::string>("workdir", "runs/default",
        "pipeline directory: every step reads and writes below it").operational()
-      .unbound<std::uint64_t>("seed", 0, "run seed for every random stream")
+      .unbound<std::uint64_t>("seed", 0, "run seed for every random stream").range(0, 9223372036854775807.0)
       .unbound<int>("threads", 0,
-       "intra-op threads per rank (0: SLURM_CPUS_PER_TASK, else this process's CPUs / local ranks)").operational()
+       "intra-op threads per rank (0: SLURM_CPUS_PER_TASK, else this process's CPUs / local ranks)").range(0, 1024).operational()
       .unbound<std::string>("comm", "auto", "communicator: auto, mpi, self, nccl").operational()
       .unbound<double>("comm-timeout", 600.0,
-       "abort the job when a collective waits longer than this (seconds)").operational()
-      .unbound<double>("comm-warn", 60.0, "warn when a collective waits this long (seconds)").operational()
+       "abort the job when a collective waits longer than this (seconds)").at_least(0.1).operational()
+      .unbound<double>("comm-warn", 60.0, "warn when a collective waits this long (seconds)").at_least(0.1).operational()
       .unbound<std::string>("umask", "077",
        "file creation mask, octal (077: outputs private to you; 027 to share with your group)").operational();
   // clang-format on
@@ -30,6 +30,11 @@ DeclaredOptions::DeclaredOptions(const steps::Step& step) : specific(step.name +
   add_common_options(common_table);
   step.add_options(specific_table);
   all.add(common).add(specific);
+}
+
+void DeclaredOptions::validate(const po::variables_map& values) const {
+  common_table.validate(values);
+  specific_table.validate(values);
 }
 
 std::set<std::string> DeclaredOptions::operational() const {

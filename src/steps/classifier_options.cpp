@@ -15,16 +15,16 @@ void add_classifier_options(OptionTable& table, ClassifierOptions& options,
                             double default_label_smoothing, std::int64_t default_epochs) {
   // clang-format off
   table
-      ("width", &options.width, 16, "resnet20 base width w")
-      ("lr", &options.lr, 0.1, "peak learning rate (SGD, Nesterov momentum, cosine)")
-      ("momentum", &options.momentum, 0.9, "SGD momentum")
-      ("weight-decay", &options.weight_decay, 5e-4, "L2 weight decay")
-      ("warmup-epochs", &options.warmup_epochs, 1.0, "linear learning-rate warm-up (epochs)")
-      ("label-smoothing", &options.label_smoothing, default_label_smoothing, "label smoothing of the cross-entropy")
-      ("crop-padding", &options.crop_padding, 2, "random-crop zero padding (pixels per side)")
+      ("width", &options.width, 16, "resnet20 base width w").at_least(1)
+      ("lr", &options.lr, 0.1, "peak learning rate (SGD, Nesterov momentum, cosine)").at_least(0)
+      ("momentum", &options.momentum, 0.9, "SGD momentum").range(0, 1)
+      ("weight-decay", &options.weight_decay, 5e-4, "L2 weight decay").at_least(0)
+      ("warmup-epochs", &options.warmup_epochs, 1.0, "linear learning-rate warm-up (epochs)").at_least(0)
+      ("label-smoothing", &options.label_smoothing, default_label_smoothing, "label smoothing of the cross-entropy").range(0, 0.999)
+      ("crop-padding", &options.crop_padding, 2, "random-crop zero padding (pixels per side)").at_least(0)
       ("hflip", &options.hflip, "auto", "random horizontal flips: auto (per data set), yes, no")
       ("channels-last", &options.channels_last, true, "NHWC memory format for convolutions (faster here; widths not divisible by 8 stay NCHW)")
-      ("eval-batch", &options.eval_batch, 500, "batch size for evaluation");
+      ("eval-batch", &options.eval_batch, 500, "batch size for evaluation").at_least(1);
   // clang-format on
   add_training_options(table, options.training, default_epochs, 128);
 }

@@ -58,13 +58,13 @@ void add_distill_options(OptionTable& table, DistillOptions& options) {
       ("generator", &options.generator, "", "generator for --generate-online (default: <workdir>/generator)")
       ("out", &options.out, "", "run directory (default: <workdir>/student)").operational()
       ("targets", &options.targets, "soft", "soft (teacher on the augmented batch), stored (logits in the shards, no augmentation) or hard (conditioning labels)")
-      ("temperature", &options.temperature, 1.0, "distillation temperature T (student logits divided by T too, loss scaled by T^2)")
-      ("hard-weight", &options.hard_weight, 0.0, "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets")
-      ("mixup", &options.mixup, 0.0, "mix neighbouring synthetic images with lambda ~ Beta(a, a) before the teacher labels them (function matching; 0: off)")
-      ("regen-every", &options.regen_every, 1, "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)")
-      ("epoch-size", &options.epoch_size, 0, "synthetic images per epoch (0: the real train size)")
+      ("temperature", &options.temperature, 1.0, "distillation temperature T (student logits divided by T too, loss scaled by T^2)").at_least(1e-3)
+      ("hard-weight", &options.hard_weight, 0.0, "alpha: weight of the conditioning-label cross-entropy mixed into soft or stored targets").range(0, 1)
+      ("mixup", &options.mixup, 0.0, "mix neighbouring synthetic images with lambda ~ Beta(a, a) before the teacher labels them (function matching; 0: off)").at_least(0)
+      ("regen-every", &options.regen_every, 1, "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)").at_least(0)
+      ("epoch-size", &options.epoch_size, 0, "synthetic images per epoch (0: the real train size)").at_least(0)
       ("generate-online", &options.generate_online, "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
-      ("sample-batch", &options.sample_batch, 0, "online sampling batch (0: the pool's)")
+      ("sample-batch", &options.sample_batch, 0, "online sampling batch (0: the pool's)").at_least(0)
       ("results-name", &options.results_name, "distill", "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
   // clang-format on
   add_classifier_options(table, options.classifier, 0.1, 30);
@@ -353,7 +353,7 @@ int run_distill(Context& context, const DistillOptions& options) {
   std::optional<gen::LoadedGenerator> generator;
   const auto sampler = online_sampler(context, options, pool, pool_dir, plan, generator);
 
-  RunRecord record(context, run_dir);
+  RunRecord& record = open_record(context, run_dir);
   record.add_input("data", data_path);
   record.add_input("teacher", teacher.weights);
   record.add_input("pool_manifest", pool_dir + "/manifest.json");

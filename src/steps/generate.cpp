@@ -51,12 +51,12 @@ void add_generate_options(OptionTable& table, GenerateOptions& options) {
       ("generator", &options.generator, "", "generator run or checkpoint (default: <workdir>/generator)")
       ("teacher", &options.teacher, "", "teacher run whose logits are stored (default: <workdir>/teacher if present; 'none' for none)")
       ("out", &options.out, "", "pool directory (default: <workdir>/pool)").operational()
-      ("count", &options.count, 0, "images per regeneration (0: the real train size)")
-      ("per-class", &options.per_class, 0, "images per class per regeneration (overrides --count)")
-      ("pool-epochs", &options.pool_epochs, 1, "disjoint regenerations held in the pool")
-      ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)")
-      ("sample-batch", &options.sample_batch, 250, "images per generator forward (fixed: part of the settings)")
-      ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)");
+      ("count", &options.count, 0, "images per regeneration (0: the real train size)").at_least(0)
+      ("per-class", &options.per_class, 0, "images per class per regeneration (overrides --count)").at_least(0)
+      ("pool-epochs", &options.pool_epochs, 1, "disjoint regenerations held in the pool").at_least(1)
+      ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)").at_least(1)
+      ("sample-batch", &options.sample_batch, 250, "images per generator forward (fixed: part of the settings)").at_least(1)
+      ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)").range(0, 0.999);
   // clang-format on
   add_sampling_options(table, options.sampling);
 }
@@ -342,7 +342,7 @@ int run_generate(Context& context, const GenerateOptions& options) {
   // rerun leaves a complete pool's record as it was); a crash must not leave a manifest
   // that looks valid.
   run_on_root(context.comm, [&] { claim_settings(plan.out, plan.settings, "a pool"); });
-  RunRecord record(context, plan.out);
+  RunRecord& record = open_record(context, plan.out);
   record.add_input("generator", generator.weights);
   if (teacher) record.add_input("teacher", teacher->weights);
   run_on_root(context.comm, [&] {

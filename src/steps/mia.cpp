@@ -54,16 +54,16 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
   table
       ("data", &options.data, "", "prepared data set (default: <workdir>/data/data.h5)").operational()
       ("out", &options.out, "", "directory of the runs (default: <workdir>/mia)").operational()
-      ("runs", &options.runs, 8, "M: runs of the recipe, each on a random half of the pool (even)")
-      ("pool-size", &options.pool_size, 10000, "real train images in the membership pool (a keyed random subset)")
+      ("runs", &options.runs, 8, "M: runs of the recipe, each on a random half of the pool (even)").at_least(2)
+      ("pool-size", &options.pool_size, 10000, "real train images in the membership pool (a keyed random subset)").at_least(2)
       ("pipeline", &options.pipeline, "kr", "pipeline each run replays (jobs/<name>.pipeline or a file): its training steps (train-teacher, train-generator, generate, distill), in its order and run directories")
-      ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step (0: as configured)")
+      ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step (0: as configured)").at_least(0)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
-      ("population", &options.population, 1000, "val images used as RMIA's population (never trained on)")
-      ("rmia-a", &options.rmia_a, 0.3, "RMIA's offline correction a")
-      ("bootstrap", &options.bootstrap, 200, "bootstrap resamples for the 95 % intervals")
+      ("population", &options.population, 1000, "val images used as RMIA's population (never trained on)").at_least(1)
+      ("rmia-a", &options.rmia_a, 0.3, "RMIA's offline correction a").range(0, 1)
+      ("bootstrap", &options.bootstrap, 200, "bootstrap resamples for the 95 % intervals").at_least(0)
       ("protocol", &options.protocol, "lira", "lira: leave-one-out over the recipe's runs; tckr: TCKR's published protocol (shadows on test halves, best of 12 variants; uses test, labelled so)")
-      ("tckr-members", &options.tckr_members, 1000, "tckr: train members and as many test non-members in the challenge set")
+      ("tckr-members", &options.tckr_members, 1000, "tckr: train members and as many test non-members in the challenge set").at_least(1)
       ("teacher", &options.teacher, "", "tckr: the attacked teacher (default: <workdir>/teacher)")
       ("student", &options.student, "", "tckr: the attacked student (default: <workdir>/student)")
       ("student-hard", &options.student_hard, "", "tckr: a hard-label student to attack as well (default: <workdir>/student-hard if present)");
@@ -173,7 +173,7 @@ struct AuditSteps {
 int run_audit(Context& context, const AuditSteps& audit) {
   // Checked before the run record: a refused rerun leaves a complete record as it was.
   run_on_root(context.comm, [&] { claim_settings(audit.out, audit.settings, "runs"); });
-  RunRecord record(context, audit.out);
+  RunRecord& record = open_record(context, audit.out);
   record.add_input("data", audit.data_path);
   run_on_root(context.comm, audit.write_keep);
   const bool preempted = privacy::deal_runs(

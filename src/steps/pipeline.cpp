@@ -60,8 +60,25 @@ std::vector<PipelineStep> read_pipeline(const std::string& path) {
   return steps;
 }
 
+namespace {
+std::vector<std::string> step_arguments(const PipelineStep& step, const std::string& workdir,
+                                        const std::vector<std::string>& common) {
+  auto args = common;
+  for (const auto& option : step.options) args.push_back(replace_all(option, "{workdir}", workdir));
+  return args;
+}
+}  // namespace
+
 int run_pipeline(Context& parent, comm::Communicator& comm, const std::vector<PipelineStep>& steps,
                  const std::string& workdir, const std::vector<std::string>& common) {
+  // Every step's options (its INI section, its bounds) are checked before the first
+  // step starts: a typo in the last step's section must not surface hours later.
+  if (!parent.parse_options) throw Error("a pipeline needs the cli's option parser");
+  for (const auto& step : steps) {
+    const Step* found = find_step(step.step);
+    if (!found) throw UsageError("pipeline: no step named '" + step.step + "'");
+    parent.parse_options(*found, step_arguments(step, workdir, common));
+  }
   for (const auto& step : steps) {
     const bool always = step.directory == "-";
     const std::string dir = workdir + "/" + step.directory;
@@ -70,9 +87,7 @@ int run_pipeline(Context& parent, comm::Communicator& comm, const std::vector<Pi
       continue;
     }
     log::info("== " + step.step + (always ? std::string() : " (" + dir + ")"));
-    auto args = common;
-    for (const auto& option : step.options)
-      args.push_back(replace_all(option, "{workdir}", workdir));
+    const auto args = step_arguments(step, workdir, common);
     log::record(Json{{"event", "pipeline_step"}, {"step", step.step}, {"directory", dir}});
     int code = exit_code::failure;
     try {

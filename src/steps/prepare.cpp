@@ -24,6 +24,7 @@ struct PrepareOptions {
   std::string format;
   std::string name;
   std::string hflip;
+  std::int64_t classes = 0;
   std::string out;
   bool overwrite = false;
   std::int64_t val_size = 5000;
@@ -41,15 +42,16 @@ void add_prepare_options(OptionTable& table, PrepareOptions& options) {
       ("format", &options.format, "auto", "auto, idx, cifar10, cifar100, npz, h5")
       ("name", &options.name, "", "data set name (default: from the source path)")
       ("hflip", &options.hflip, "auto", "whether horizontal flips are a valid augmentation: auto (per known data set), yes, no")
+      ("classes", &options.classes, 0, "classes of the set (0: a known set's, else 1 + the highest label, refused when a class has no train image); labels at or above it are refused").at_least(0)
       ("out", &options.out, "", "output file (default: <workdir>/data/data.h5)").operational()
       ("overwrite", &options.overwrite, "replace an existing output file").operational()
       ("val-size", &options.val_size, 5000, "images carved from train into val (class-stratified) when the source has no val split;\n"
-       "given explicitly for a source with val (npz, kr .h5), train and val are merged and re-split")
-      ("split-seed", &options.split_seed, 0, "seed of the val split and of the limits")
-      ("train-limit", &options.train_limit, 0, "keep this many train images, stratified (0: all)")
-      ("per-class-limit", &options.per_class_limit, 0, "keep at most this many train images per class (0: all)")
-      ("val-limit", &options.val_limit, 0, "keep this many val images, stratified (0: all)")
-      ("test-limit", &options.test_limit, 0, "keep this many test images, stratified (0: all)");
+       "given explicitly for a source with val (npz, kr .h5), train and val are merged and re-split").at_least(0)
+      ("split-seed", &options.split_seed, 0, "seed of the val split and of the limits").range(0, 9223372036854775807.0)
+      ("train-limit", &options.train_limit, 0, "keep this many train images, stratified (0: all)").at_least(0)
+      ("per-class-limit", &options.per_class_limit, 0, "keep at most this many train images per class (0: all)").at_least(0)
+      ("val-limit", &options.val_limit, 0, "keep this many val images, stratified (0: all)").at_least(0)
+      ("test-limit", &options.test_limit, 0, "keep this many test images, stratified (0: all)").at_least(0);
   // clang-format on
 }
 
@@ -99,23 +101,28 @@ data::Dataset build_dataset(const io::Source& source, const Context& context,
 
 int run_prepare(Context& context, const PrepareOptions& options) {
   const std::string out = context.under_workdir(options.out, "data/data.h5");
-  const bool overwrite = options.overwrite;
-  RunRecord record(context, parent_dir(out));
+  if (path_exists(out) && !options.overwrite)
+    throw UsageError(out + ": output exists; pass --overwrite to replace it");
+  if (options.hflip != "auto" && options.hflip != "yes" && options.hflip != "no")
+    throw UsageError("--hflip must be auto, yes or no");
+  RunRecord& record = open_record(context, parent_dir(out));
   const auto start = std::chrono::steady_clock::now();
   run_on_root(context.comm, [&] {
-    if (path_exists(out) && !overwrite) {
-      throw Error(out + ": output exists; pass --overwrite to replace it");
-    }
     io::SourceOptions source_options;
     source_options.path = options.source;
     source_options.format = options.format;
     source_options.name = options.name;
     source_options.hflip = options.hflip;
-    if (options.hflip != "auto" && options.hflip != "yes" && options.hflip != "no") {
-      throw UsageError("--hflip must be auto, yes or no");
-    }
+    source_options.classes = options.classes;
     const io::Source source = io::load_source(source_options);
     const data::Dataset dataset = build_dataset(source, context, options);
+    for (const auto& [split, set] :
+         {std::pair<const char*, const data::ImageSet*>{"train", &dataset.train},
+          {"val", &dataset.val},
+          {"test", &dataset.test}})
+      if (set->size() == 0)
+        throw UsageError(options.source + ": the " + split +
+                         " split is empty (no images to train, select or report on)");
     make_dirs(parent_dir(out));
     io::write_dataset(dataset, out);
     const double seconds =

@@ -1,14 +1,22 @@
 #include "kr/steps/run_record.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <thread>
 
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/mpi_runtime.hpp"
 #include "kr/config.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
 
 extern char** environ;
@@ -26,11 +34,135 @@ std::string now_iso() {
 }
 }  // namespace
 
+namespace {
+
+std::string lock_path(const std::string& run_dir) {
+  return run_dir + "/run.lock";
+}
+
+std::string this_host() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+std::string slurm_job() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return job ? job : "";
+}
+
+bool process_alive(long pid) {
+  return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+}
+
+// Whether the process that wrote `holder` (a lock or a "running" record) has ended on
+// this host; another host's processes cannot be seen from here.
+bool process_gone(const Json& holder) {
+  return holder.value("host", "") == this_host() && !process_alive(holder.value("pid", 0L));
+}
+
+// Whether a lock can no longer be live: its process is gone or is this one, or it was
+// left by this same Slurm job (requeued or restarted, perhaps on another node).
+bool lock_stale(const Json& holder) {
+  if (process_gone(holder)) return true;
+  if (holder.value("host", "") == this_host() &&
+      holder.value("pid", 0L) == static_cast<long>(::getpid()))
+    return true;
+  const std::string job = holder.value("slurm_job_id", "");
+  return !job.empty() && job == slurm_job();
+}
+
+// Rank 0: takes <run_dir>/run.lock, or returns why not.
+std::string take_lock(const std::string& run_dir, const std::string& step) {
+  const std::string path = lock_path(run_dir);
+  const Json mine{{"step", step},
+                  {"host", this_host()},
+                  {"pid", static_cast<long>(::getpid())},
+                  {"slurm_job_id", slurm_job()},
+                  {"since", now_iso()}};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      const std::string text = mine.dump() + "\n";
+      const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      ::close(fd);
+      if (!ok) {
+        ::unlink(path.c_str());
+        return path + ": cannot write the lock (" + free_space_text(path) + ")";
+      }
+      return "";
+    }
+    if (errno != EEXIST) return path + ": cannot create the lock (" + std::strerror(errno) + ")";
+    Json holder;
+    try {
+      holder = Json::parse(read_file(path));
+    } catch (const std::exception&) {
+      holder = Json::object();  // being written, or left unreadable by a crash
+    }
+    if (holder.contains("pid") && lock_stale(holder)) {
+      log::warn(path + ": stale lock of pid " + std::to_string(holder.value("pid", 0L)) + " on " +
+                holder.value("host", "?") + " taken over");
+      ::unlink(path.c_str());
+      continue;
+    }
+    if (!holder.contains("pid")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    return run_dir + " is in use by kr " + holder.value("step", "?") + " (pid " +
+           std::to_string(holder.value("pid", 0L)) + " on " + holder.value("host", "?") +
+           (holder.value("slurm_job_id", "").empty()
+                ? std::string()
+                : ", Slurm job " + holder.value("slurm_job_id", "")) +
+           ", since " + holder.value("since", "?") + "); if that run is gone, remove " + path;
+  }
+  return path + ": unreadable lock; if no run uses " + run_dir + ", remove it";
+}
+
+// Rank 0: why this step may not record into run_dir, or "".
+std::string refusal(const std::string& run_dir, const std::string& step, std::string* previous) {
+  const std::string path = run_dir + "/run.json";
+  if (!path_exists(path)) return "";
+  *previous = read_file(path);
+  try {
+    const std::string owner = Json::parse(*previous).value("step", "");
+    if (!owner.empty() && owner != step)
+      return run_dir + " holds the run of `kr " + owner + "` (" + path + "); kr " + step +
+             " needs a directory of its own";
+  } catch (const std::exception&) {
+    // An unreadable record is replaced.
+  }
+  return "";
+}
+
+}  // namespace
+
 RunRecord::RunRecord(Context& context, std::string run_dir)
     : context_(context), run_dir_(std::move(run_dir)) {
   // Through the step's communicator (a membership run's is one rank): a world
   // collective here would wait for ranks that are running other steps.
   const auto hosts = context.comm.allgather_strings(context.runtime.hostname());
+  std::string why;
+  if (context.comm.rank() == 0) {
+    try {
+      why = refusal(run_dir_, context.step, &previous_);
+      had_previous_ = path_exists(run_dir_ + "/run.json");
+      if (why.empty()) {
+        created_dir_ = !path_exists(run_dir_);
+        make_dirs(run_dir_);
+        why = take_lock(run_dir_, context.step);
+        locked_ = why.empty();
+      }
+    } catch (const std::exception& error) {
+      why = error.what();
+    }
+  }
+  why = context.comm.allgather_strings(why)[0];
+  if (!why.empty()) {
+    finished_ = true;  // nothing was written: nothing to settle
+    if (created_dir_) ::rmdir(run_dir_.c_str());
+    throw UsageError(why);
+  }
   record_["step"] = context.step;
   record_["status"] = "running";
   record_["kr_version"] = KR_VERSION;
@@ -39,6 +171,9 @@ RunRecord::RunRecord(Context& context, std::string run_dir)
   record_["world_size"] = context.comm.size();
   record_["communicator"] = context.comm.backend();
   record_["hostnames"] = hosts;
+  record_["host"] = this_host();
+  record_["pid"] = static_cast<long>(::getpid());
+  record_["slurm_job_id"] = slurm_job();
   record_["threads"] = context.threads.to_json();
   Json slurm = Json::object();
   for (char** variable = environ; *variable; ++variable) {
@@ -51,10 +186,23 @@ RunRecord::RunRecord(Context& context, std::string run_dir)
   record_["config"] = context.config;
   record_["config_hash"] = config_hash(context);
   record_["inputs"] = Json::object();
-  if (context.comm.rank() == 0) {
-    make_dirs(run_dir_);
-    write();
+  if (context.comm.rank() == 0) write();
+}
+
+RunRecord::~RunRecord() {
+  if (!finished_) {
+    try {
+      failed("the step ended without recording how");
+    } catch (const std::exception& error) {
+      log::error(run_dir_ + "/run.json: " + error.what());
+    }
   }
+  release_lock();
+}
+
+void RunRecord::release_lock() {
+  if (locked_) ::unlink(lock_path(run_dir_).c_str());
+  locked_ = false;
 }
 
 void RunRecord::add_input(const std::string& role, const std::string& path) {
@@ -69,11 +217,58 @@ void RunRecord::set(const std::string& key, Json value) {
 void RunRecord::finish(const std::string& status) {
   record_["status"] = status;
   record_["end_time"] = now_iso();
+  finished_ = true;
   if (context_.comm.rank() == 0) write();
+}
+
+void RunRecord::refused() {
+  if (finished_) return;
+  finished_ = true;
+  if (context_.comm.rank() != 0) return;
+  const std::string path = run_dir_ + "/run.json";
+  if (had_previous_) {
+    write_file_atomic(path, previous_);
+  } else {
+    ::unlink(path.c_str());
+    release_lock();
+    if (created_dir_) ::rmdir(run_dir_.c_str());  // only when empty
+  }
+}
+
+void RunRecord::failed(const std::string& error) {
+  if (finished_) return;
+  record_["error"] = error;
+  finish("failed");
 }
 
 void RunRecord::write() {
   write_file_atomic(run_dir_ + "/run.json", record_.dump(2) + "\n");
+}
+
+RunRecord& open_record(Context& context, const std::string& run_dir) {
+  if (context.record) throw std::logic_error("kr " + context.step + " opened a second run record");
+  context.record = std::make_shared<RunRecord>(context, run_dir);
+  return *context.record;
+}
+
+int run_settling_record(Context& context, const std::function<int()>& body) {
+  struct Reset {
+    Context& context;
+    ~Reset() { context.record.reset(); }
+  } reset{context};
+  try {
+    const int code = body();
+    if (context.record && !context.record->finished())
+      context.record->failed("the step returned exit code " + std::to_string(code) +
+                             " without recording how it ended");
+    return code;
+  } catch (const UsageError&) {
+    if (context.record) context.record->refused();
+    throw;
+  } catch (const std::exception& error) {
+    if (context.record) context.record->failed(error.what());
+    throw;
+  }
 }
 
 namespace {
@@ -114,7 +309,10 @@ std::string run_status(const std::string& run_dir) {
   const std::string path = run_dir + "/run.json";
   if (!path_exists(path)) return "missing";
   try {
-    const auto status = Json::parse(read_file(path)).value("status", "");
+    const Json record = Json::parse(read_file(path));
+    const auto status = record.value("status", "");
+    // A record left "running" by a process that has died (killed, or its job aborted).
+    if (status == "running" && record.contains("pid") && process_gone(record)) return "failed";
     return status.empty() ? "unreadable" : status;
   } catch (const std::exception&) {
     return "unreadable";  // run the step again

@@ -31,10 +31,10 @@ void add_sample_options(OptionTable& table, SampleOptions& options) {
   // clang-format off
   table
       ("checkpoint", &options.checkpoint, "", "generator run directory or one of its checkpoints (default: <workdir>/generator)")
-      ("per-class", &options.per_class, 10, "images per class (one row per class)")
+      ("per-class", &options.per_class, 10, "images per class (one row per class)").at_least(1)
       ("out", &options.out, "grid.png", "PNG file to write").operational()
       ("indices", &options.indices, "", "instead of a grid: regenerate these comma-separated global indices of a pool made with the same --seed and --sample-batch, into the HDF5 file --out (/images, /labels)")
-      ("sample-batch", &options.sample_batch, 250, "with --indices: the pool's sample batch");
+      ("sample-batch", &options.sample_batch, 250, "with --indices: the pool's sample batch").at_least(1);
   // clang-format on
   add_sampling_options(table, options.sampling);
 }

@@ -5,9 +5,9 @@ namespace kr::steps {
 void add_sampling_options(OptionTable& table, SamplingOptions& options) {
   // clang-format off
   table
-      ("steps", &options.steps, 0, "ddpm: DDIM steps (0: as trained)")
-      ("guidance", &options.guidance, -1.0, "ddpm: guidance scale (-1: as trained)")
-      ("z-scale", &options.z_scale, -1.0, "gan: latent scale (-1: as trained)");
+      ("steps", &options.steps, 0, "ddpm: DDIM steps (0: as trained)").at_least(0)
+      ("guidance", &options.guidance, -1.0, "ddpm: guidance scale (-1: as trained)").at_least(-1)
+      ("z-scale", &options.z_scale, -1.0, "gan: latent scale (-1: as trained)").at_least(-1);
   // clang-format on
 }
 

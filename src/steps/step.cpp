@@ -3,7 +3,40 @@
 #include "kr/core/error.hpp"
 #include "kr/core/sha256.hpp"
 
+#include <cmath>
+#include <sstream>
+
 namespace kr::steps {
+
+namespace {
+std::string number_text(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  if (value == std::floor(value) && std::fabs(value) < 1e15) {
+    return std::to_string(static_cast<long long>(value));
+  }
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+}  // namespace
+
+void OptionTable::validate(const po::variables_map& values) const {
+  for (const auto& check : checks_) {
+    const double value = check.value(values);
+    const bool finite = std::isfinite(value);
+    if (finite && value >= check.lo && value <= check.hi) continue;
+    std::string want;
+    if (!finite && std::isinf(check.lo) && std::isinf(check.hi)) {
+      want = "a finite number";
+    } else if (std::isinf(check.hi)) {
+      want = "at least " + number_text(check.lo);
+    } else {
+      want = "between " + number_text(check.lo) + " and " + number_text(check.hi);
+    }
+    throw UsageError("--" + check.name + " must be " + want + ", got " + number_text(value));
+  }
+}
 
 std::string Context::under_workdir(const std::string& given, const std::string& fallback) const {
   return given.empty() ? workdir() + "/" + fallback : given;

@@ -65,25 +65,25 @@ void add_generator_options(OptionTable& table, GeneratorOptions& options) {
       ("teacher", &options.teacher, "", "trained teacher run for quality measures (default: <workdir>/teacher; 'none' to skip)")
       ("out", &options.out, "", "run directory (default: <workdir>/generator)").operational()
       ("model", &options.model, "gan", "gan or ddpm")
-      ("lr", &options.lr, 2e-4, "Adam learning rate (generator and discriminator)")
+      ("lr", &options.lr, 2e-4, "Adam learning rate (generator and discriminator)").at_least(0)
       ("beta1", &options.beta1, -1.0, "Adam beta1 (-1: 0.5 for gan, 0.9 for ddpm)")
       ("beta2", &options.beta2, 0.999, "Adam beta2")
-      ("ema", &options.ema, 0.999, "EMA decay of the sampling weights (warm-up: min(ema, (1+s)/(10+s)) at step s)")
-      ("latent", &options.latent, 64, "gan: latent size")
-      ("g-width", &options.g_width, 32, "gan: generator base width")
-      ("d-width", &options.d_width, 32, "gan: discriminator base width")
-      ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step")
-      ("z-scale", &options.z_scale, 1.0, "gan: latent scale s at sampling time, z ~ N(0, s^2 I)")
-      ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c")
+      ("ema", &options.ema, 0.999, "EMA decay of the sampling weights (warm-up: min(ema, (1+s)/(10+s)) at step s)").range(0, 1)
+      ("latent", &options.latent, 64, "gan: latent size").at_least(1)
+      ("g-width", &options.g_width, 32, "gan: generator base width").at_least(1)
+      ("d-width", &options.d_width, 32, "gan: discriminator base width").at_least(1)
+      ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step").at_least(1)
+      ("z-scale", &options.z_scale, 1.0, "gan: latent scale s at sampling time, z ~ N(0, s^2 I)").at_least(1e-6)
+      ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c").at_least(1)
       ("schedule", &options.schedule, "linear", "ddpm: noise schedule, linear or cosine")
-      ("cfg-drop", &options.cfg_drop, 0.1, "ddpm: probability of dropping the label in training")
-      ("steps", &options.steps, 50, "ddpm: DDIM sampling steps")
-      ("guidance", &options.guidance, 2.0, "ddpm: classifier-free guidance scale w")
+      ("cfg-drop", &options.cfg_drop, 0.1, "ddpm: probability of dropping the label in training").range(0, 1)
+      ("steps", &options.steps, 50, "ddpm: DDIM sampling steps").at_least(1)
+      ("guidance", &options.guidance, 2.0, "ddpm: classifier-free guidance scale w").at_least(0)
       ("guidance-batched", &options.guidance_batched, true, "ddpm: one forward over [cond; null] per step (else two)")
-      ("eval-samples", &options.eval_samples, 1000, "samples scored against the teacher each epoch and at the end")
-      ("final-samples", &options.final_samples, 0, "samples scored at the end (0: --eval-samples)")
-      ("sample-batch", &options.sample_batch, 250, "sampling batch size (fixed; see `kr generate`)")
-      ("grid-per-class", &options.grid_per_class, 10, "columns of the per-class sample grid written at each checkpoint");
+      ("eval-samples", &options.eval_samples, 1000, "samples scored against the teacher each epoch and at the end").at_least(0)
+      ("final-samples", &options.final_samples, 0, "samples scored at the end (0: --eval-samples)").at_least(0)
+      ("sample-batch", &options.sample_batch, 250, "sampling batch size (fixed; see `kr generate`)").at_least(1)
+      ("grid-per-class", &options.grid_per_class, 10, "columns of the per-class sample grid written at each checkpoint").at_least(0);
   // clang-format on
   add_training_options(table, options.training, 20, 128);
 }
@@ -241,7 +241,7 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   const std::string run_dir = context.under_workdir(options.out, "generator");
   data::Dataset dataset = io::read_dataset(data_path);
   const auto spec = spec_from(options, dataset.info);
-  RunRecord record(context, run_dir);
+  RunRecord& record = open_record(context, run_dir);
   record.add_input("data", data_path);
   log::open_jsonl(run_dir);
 

@@ -62,7 +62,7 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string run_dir = context.under_workdir(options.out, "teacher");
   data::Dataset dataset = io::read_dataset(data_path);
-  RunRecord record(context, run_dir);
+  RunRecord& record = open_record(context, run_dir);
   record.add_input("data", data_path);
   log::open_jsonl(run_dir);
 

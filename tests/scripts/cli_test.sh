@@ -51,7 +51,7 @@ PY
 perm=$(stat -c %a "$WORK/w/data/data.h5")
 [[ "$perm" == 600 ]] || fail "data.h5 has mode $perm, expected 600"
 [[ "$(stat -c %a "$WORK/w/data")" == 700 ]] || fail "data dir is not private"
-expect_exit 1 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src"
+expect_exit 2 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src"
 expect_output "output exists"
 expect_exit 0 "$KR" prepare --workdir "$WORK/w" --source "$WORK/src" --overwrite --train-limit 300 --val-size 200
 pass "prepare writes a private file, run.json, and refuses to overwrite"

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <tuple>
 
 #include "fixtures.hpp"
 #include "kr/cli/options.hpp"
@@ -304,6 +305,60 @@ TEST(TypedOptions, EveryStepParsesItsDefaultsIntoItsStruct) {
     EXPECT_NO_THROW(boost::program_options::notify(values)) << step.name;
     EXPECT_TRUE(declared.specific_table.storage() != nullptr) << step.name;
   }
+}
+
+namespace {
+// The UsageError message `kr <step> args` gets from its declared bounds, "" if none.
+std::string bound_error(const std::string& step_name, const std::vector<std::string>& args) {
+  const auto* step = kr::steps::find_step(step_name);
+  if (!step) return "no step " + step_name;
+  kr::cli::DeclaredOptions declared(*step);
+  boost::program_options::variables_map values;
+  try {
+    boost::program_options::store(
+        boost::program_options::command_line_parser(args).options(declared.all).run(), values);
+    boost::program_options::notify(values);
+    declared.validate(values);
+  } catch (const kr::UsageError& error) {
+    return error.what();
+  } catch (const boost::program_options::error& error) {
+    return std::string("parse: ") + error.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(TypedOptions, EveryStepsDefaultsAreWithinTheirBounds) {
+  for (const auto& step : kr::steps::registry()) {
+    std::vector<std::string> args;
+    if (!step.positional.empty()) args = {"--" + step.positional, "x"};
+    EXPECT_EQ(bound_error(step.name, args), "") << step.name;
+  }
+}
+
+// Issue 19, defect 5: these crashed with SIGFPE (136), printed LibTorch backtraces, or
+// started 100,000 threads; each is now a usage error naming the option.
+TEST(TypedOptions, CountsSizesAndRatesAreRefusedWhereDeclared) {
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases = {
+      {"train-teacher", {"--batch", "0"}, "--batch must be at least 1, got 0"},
+      {"distill", {"--batch", "0"}, "--batch must be at least 1, got 0"},
+      {"sample", {"--sample-batch", "0"}, "--sample-batch must be at least 1, got 0"},
+      {"train-teacher", {"--threads", "100000"}, "--threads must be between 0 and 1024"},
+      {"train-teacher", {"--eval-batch", "0"}, "--eval-batch must be at least 1"},
+      {"train-teacher", {"--lr", "nan"}, "--lr must be a finite number, got nan"},
+      {"train-generator", {"--lr", "inf"}, "--lr must be a finite number, got inf"},
+      {"train-teacher", {"--epochs", "0"}, "--epochs must be at least 1"},
+      {"generate", {"--count", "-5"}, "--count must be at least 0, got -5"},
+      {"train-teacher", {"--comm-timeout", "-1"}, "--comm-timeout must be at least 0.1"},
+      {"mia", {"--runs", "1"}, "--runs must be at least 2"},
+      {"prepare", {"--seed", "-1"}, "--seed must be between 0 and"},
+  };
+  for (const auto& [step, args, expected] : cases) {
+    const auto message = bound_error(step, args);
+    EXPECT_NE(message.find(expected), std::string::npos)
+        << step << " " << args[0] << " " << args[1] << ": " << message;
+  }
+  EXPECT_EQ(bound_error("train-teacher", {"--batch", "1", "--threads", "2", "--lr", "0.05"}), "");
 }
 
 TEST(TypedOptions, OperationalNamesAreTheOnesTheHashLeftOut) {

@@ -29,6 +29,8 @@ struct DeclaredOptions {
   steps::OptionTable specific_table{specific};
 
   std::set<std::string> operational() const;
+  // Every declared bound (OptionTable::at_least/range; finite floats): UsageError otherwise.
+  void validate(const po::variables_map& values) const;
 };
 
 // Stores the options of an INI file for `step`: top-level keys apply to every step

@@ -11,14 +11,25 @@
 // `operational()` marks the option declared last as one that says where or how a run
 // goes (paths, threads, checkpoint cadence, fault injection), not what it computes:
 // config_hash leaves those out, so two runs with equal hashes compute the same thing.
+// `at_least(lo)` / `range(lo, hi)` bound the option declared last, and every
+// floating-point option must be finite: `validate()` (run by the cli after parsing,
+// before any step starts) refuses a value outside with a UsageError naming the option,
+// so a count of 0 or a rate of nan never reaches a division or LibTorch.
 #pragma once
 
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/value_semantic.hpp>
 
+#include <boost/program_options/variables_map.hpp>
+
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 namespace kr::steps {
 
@@ -33,12 +44,15 @@ class OptionTable {
   OptionTable& operator()(const char* name, T* field, const D& default_value, const char* help) {
     description_.add_options()(name, po::value<T>(field)->default_value(T(default_value)), help);
     last_ = name;
+    last_value_ = reader_of(field);
+    if constexpr (std::is_floating_point_v<T>) add_check(-kInf, kInf);
     return *this;
   }
   // A switch: `--name` sets *field.
   OptionTable& operator()(const char* name, bool* field, const char* help) {
     description_.add_options()(name, po::bool_switch(field), help);
     last_ = name;
+    last_value_ = nullptr;
     return *this;
   }
   // An option read by name (Context::get), for the common options of every step.
@@ -46,14 +60,31 @@ class OptionTable {
   OptionTable& unbound(const char* name, const T& default_value, const char* help) {
     description_.add_options()(name, po::value<T>()->default_value(default_value), help);
     last_ = name;
+    last_value_ = nullptr;
+    if constexpr (std::is_arithmetic_v<T>) {
+      last_value_ = [key = std::string(name)](const po::variables_map& values) {
+        return static_cast<double>(values[key].as<T>());
+      };
+      if constexpr (std::is_floating_point_v<T>) add_check(-kInf, kInf);
+    }
     return *this;
   }
   // An option without a value (`--help`).
   OptionTable& plain(const char* name, const char* help) {
     description_.add_options()(name, help);
     last_ = name;
+    last_value_ = nullptr;
     return *this;
   }
+  // Bounds (inclusive) of the numeric option declared last.
+  OptionTable& at_least(double lo) { return range(lo, kInf); }
+  OptionTable& range(double lo, double hi) {
+    if (!last_value_) throw std::logic_error("--" + last_ + ": only numeric options take bounds");
+    add_check(lo, hi);
+    return *this;
+  }
+  // Throws UsageError("--name must be ...") for the first value out of its bounds.
+  void validate(const po::variables_map& values) const;
   OptionTable& operational() {
     operational_.insert(last_.substr(0, last_.find(',')));
     return *this;
@@ -71,8 +102,29 @@ class OptionTable {
   std::shared_ptr<void> storage() const { return storage_; }
 
  private:
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
+  using Reader = std::function<double(const po::variables_map&)>;
+  struct Check {
+    std::string name;
+    Reader value;
+    double lo, hi;
+  };
+  template <typename T>
+  static Reader reader_of(T* field) {
+    if constexpr (std::is_arithmetic_v<T>) {
+      return [field](const po::variables_map&) { return static_cast<double>(*field); };
+    } else {
+      return nullptr;
+    }
+  }
+  void add_check(double lo, double hi) {
+    checks_.push_back(Check{last_.substr(0, last_.find(',')), last_value_, lo, hi});
+  }
+
   po::options_description& description_;
   std::string last_;
+  Reader last_value_;
+  std::vector<Check> checks_;
   std::set<std::string> operational_;
   std::shared_ptr<void> storage_;
 };

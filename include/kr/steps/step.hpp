@@ -25,6 +25,7 @@ namespace kr::steps {
 namespace po = boost::program_options;
 
 struct Step;
+class RunRecord;
 
 // Options of a step parsed from command-line style arguments (and the INI file a
 // `--config` among them names), as `kr <step> args...` would parse them.
@@ -47,6 +48,7 @@ struct Context {
   OptionParser parse_options;         // set by the cli layer; used to run steps inside a step
   std::shared_ptr<void> bound;        // the step's options struct (Note [Typed options])
   std::set<std::string> operational;  // options declared operational (config_hash)
+  std::shared_ptr<RunRecord> record = nullptr;  // the step's run.json (Note [Run records])
 
   template <typename T>
   T get(const std::string& name) const {
@@ -77,10 +79,16 @@ Step typed_step(std::string name, std::string summary, void (*declare)(OptionTab
               [declare](OptionTable& table) { declare(table, table.bind<Options>()); },
               [run](Context& context) {
                 if (!context.bound) throw std::logic_error("step run without its parsed options");
-                return run(context, *static_cast<const Options*>(context.bound.get()));
+                return run_settling_record(context, [&] {
+                  return run(context, *static_cast<const Options*>(context.bound.get()));
+                });
               },
               std::move(positional)};
 }
+
+// Runs a step's body and settles the record it opened (Note [Run records]): restored
+// when the step is refused, "failed" on any other exception, rethrown either way.
+int run_settling_record(Context& context, const std::function<int()>& body);
 
 const std::vector<Step>& registry();
 // Runs `name` in this process on `comm` with options parsed from `args`; returns its exit code.
