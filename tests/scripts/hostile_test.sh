@@ -73,6 +73,21 @@ expect_output "stale lock of pid $holder"
 [[ ! -e "$W/teacher/run.lock" ]] || fail "the lock outlived its run"
 pass "a held run directory is refused naming the holder; a stale lock is taken over"
 
+# Weak spot: an empty split is refused, not reported as "test accuracy 0.00 %".
+cp -r "$WORK/src" "$WORK/notest"
+"$PY" - "$WORK/notest" <<'PY'
+import gzip, struct, sys
+d = sys.argv[1]
+with gzip.open(d + "/t10k-images-idx3-ubyte.gz", "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, 0, 28, 28))
+with gzip.open(d + "/t10k-labels-idx1-ubyte.gz", "wb") as f:
+    f.write(struct.pack(">II", 0x801, 0))
+PY
+expect_exit 2 "$KR" prepare --workdir "$WORK/nt" --source "$WORK/notest" --val-size 200
+expect_output "the test split is empty"
+[[ ! -e "$WORK/nt/data/data.h5" && ! -e "$WORK/nt/data/run.json" ]] || fail "an empty split left output"
+pass "an empty test split is refused"
+
 # Weak spot: `kr run` checks every step's section before the first step starts.
 cat > "$WORK/typo.ini" <<'INI'
 [prepare]
