@@ -4,6 +4,7 @@
 #include "kr/core/sha256.hpp"
 
 #include <cmath>
+#include <iomanip>
 #include <sstream>
 
 namespace kr::steps {
@@ -16,6 +17,7 @@ std::string number_text(double value) {
     return std::to_string(static_cast<long long>(value));
   }
   std::ostringstream out;
+  if (value == std::floor(value)) out << std::fixed << std::setprecision(0);
   out << value;
   return out.str();
 }
@@ -34,7 +36,10 @@ void OptionTable::validate(const po::variables_map& values) const {
     } else {
       want = "between " + number_text(check.lo) + " and " + number_text(check.hi);
     }
-    throw UsageError("--" + check.name + " must be " + want + ", got " + number_text(value));
+    // An unsigned option given "-1" arrives as 2^64 - 1.
+    const bool wrapped = value >= 9223372036854775808.0 && check.hi < value;
+    throw UsageError("--" + check.name + " must be " + want + ", got " +
+                     (wrapped ? "a negative number" : number_text(value)));
   }
 }
 

@@ -351,7 +351,9 @@ TEST(TypedOptions, CountsSizesAndRatesAreRefusedWhereDeclared) {
       {"generate", {"--count", "-5"}, "--count must be at least 0, got -5"},
       {"train-teacher", {"--comm-timeout", "-1"}, "--comm-timeout must be at least 0.1"},
       {"mia", {"--runs", "1"}, "--runs must be at least 2"},
-      {"prepare", {"--seed", "-1"}, "--seed must be between 0 and"},
+      {"prepare",
+       {"--seed", "-1"},
+       "--seed must be between 0 and 9223372036854775808, got a negative number"},
   };
   for (const auto& [step, args, expected] : cases) {
     const auto message = bound_error(step, args);
