@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 #include "kr/core/error.hpp"
 #include "kr/core/keyed_rng.hpp"
@@ -20,9 +21,13 @@ at::Tensor log_normal_pdf(const at::Tensor& x, const at::Tensor& mean, const at:
   return -0.5 * z * z - torch::log(std) - 0.5 * kLogTwoPi;
 }
 
-// log of the standard normal CDF, stable in both tails.
+// log of the standard normal CDF, accurate in both tails: log Phi(z) = log1p(-Phi(-z))
+// above 0, where log(0.5 erfc(-z / sqrt 2)) rounds to exactly 0 from z ~ 8.3 on (the most
+// confident members then tie with outlying non-members at the top score); below 0 the
+// special function's asymptotic form (erfc underflows near z = -38).
 at::Tensor log_normal_cdf(const at::Tensor& z) {
-  return torch::log(0.5 * torch::erfc(-z / std::sqrt(2.0)).clamp_min(1e-300));
+  auto upper = torch::log1p(-0.5 * torch::erfc(z.clamp_min(0.0) / std::sqrt(2.0)));
+  return torch::where(z.gt(0.0), upper, torch::special::log_ndtr(z.clamp_max(0.0)));
 }
 
 // labels (P) as a gather index (..., P, 1) over logits (..., P, K).
@@ -91,11 +96,48 @@ at::Tensor shadow_drop_keys(const std::vector<std::int64_t>& shadows, std::int64
 
 }  // namespace
 
+namespace {
+
+// One kind's Gaussian fit (IN or OUT) from the shadows a mask (S, 1, P) selects.
+struct KindFit {
+  at::Tensor count;         // (1, P) shadows of the kind per point
+  at::Tensor has;           // (1, P) count > 0
+  at::Tensor mean;          // (A, P)
+  at::Tensor dev;           // (S, A, P) squared deviations, masked
+  at::Tensor var_global;    // (A, 1): pooled over points, each point's mean costs a degree
+  double degrees = 0;       // of var_global
+  at::Tensor var_example;   // (A, P): the point's own where it has >= 2 shadows, else global
+  bool example_ok = false;  // every point with shadows of the kind has >= 2 (one does)
+  std::int64_t fewest = 0;  // smallest nonzero count
+};
+
+KindFit fit_kind(const at::Tensor& shadow, const at::Tensor& mask) {
+  KindFit fit;
+  fit.count = mask.sum(0);
+  fit.has = fit.count.gt(0.0);
+  fit.mean = (shadow * mask).sum(0) / fit.count.clamp_min(1.0);
+  fit.dev = (shadow - fit.mean.unsqueeze(0)).pow(2) * mask;
+  fit.degrees = (mask.sum() - fit.has.sum()).item<double>();
+  fit.var_global = (fit.dev.sum(at::IntArrayRef{0, 2}) / std::max(fit.degrees, 1.0)).unsqueeze(1);
+  fit.var_example =
+      torch::where(fit.count.gt(1.0), fit.dev.sum(0) / (fit.count - 1.0).clamp_min(1.0),
+                   fit.var_global.expand_as(fit.mean));
+  const auto nonzero = fit.count.masked_select(fit.has);
+  fit.fewest = nonzero.numel() ? static_cast<std::int64_t>(nonzero.min().item<double>()) : 0;
+  fit.example_ok = nonzero.numel() > 0 && fit.fewest >= 2;
+  return fit;
+}
+
+}  // namespace
+
 LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
                 const at::Tensor& target, const at::Tensor& balance_keys) {
   auto shadow = shadow_scores.to(torch::kFloat64);  // (S, A, P)
-  auto in = in_mask.to(torch::kFloat64);            // (S, P)
-  auto out = 1.0 - in;
+  const auto all_in = in_mask.to(torch::kFloat64);  // (S, P)
+  const auto all_out = 1.0 - all_in;
+  const auto shadows = shadow.size(0);
+  auto in = all_in;
+  auto out = all_out;
   if (balance_keys.defined()) {
     // Note [Balanced leave-one-out shadows]: per point, the n lowest-keyed shadows of
     // each kind, n = the minority kind's count.
@@ -112,50 +154,90 @@ LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
     in = lowest(in);
     out = lowest(out);
   }
-  in = in.unsqueeze(1);  // (S, 1, P)
-  out = out.unsqueeze(1);
-  auto has_in = in.sum(0).gt(0.0);  // (1, P)
-  auto has_out = out.sum(0).gt(0.0);
-  auto n_in = in.sum(0).clamp_min(1.0);  // (1, P)
-  auto n_out = out.sum(0).clamp_min(1.0);
-  auto mean_in = (shadow * in).sum(0) / n_in;  // (A, P)
-  auto mean_out = (shadow * out).sum(0) / n_out;
+  const auto fit_in = fit_kind(shadow, in.unsqueeze(1));
+  const auto fit_out = fit_kind(shadow, out.unsqueeze(1));
   // A point no shadow trained on (TCKR's train members) takes its OUT mean plus the
   // average IN - OUT shift of the points that have both (per augmentation).
-  auto both = has_in.logical_and(has_out).to(torch::kFloat64);  // (1, P)
-  auto shift = ((mean_in - mean_out) * both).sum(1, true) / both.sum().clamp_min(1.0);
-  mean_in = torch::where(has_in, mean_in, mean_out + shift);
-  auto dev_in = (shadow - mean_in.unsqueeze(0)).pow(2) * in;
-  auto dev_out = (shadow - mean_out.unsqueeze(0)).pow(2) * out;
-  // Global variance: pooled over points, per augmentation (each point's mean costs a degree).
-  auto var_in_global = (dev_in.sum(at::IntArrayRef{0, 2}) /
-                        (in.sum(at::IntArrayRef{0, 2}) - has_in.sum()).clamp_min(1.0))
-                           .unsqueeze(1);
-  auto var_out_global = (dev_out.sum(at::IntArrayRef{0, 2}) /
-                         (out.sum(at::IntArrayRef{0, 2}) - has_out.sum()).clamp_min(1.0))
-                            .unsqueeze(1);
-  auto var_in_example = torch::where(in.sum(0).gt(1.0), dev_in.sum(0) / (n_in - 1.0).clamp_min(1.0),
-                                     var_in_global.expand_as(mean_in));
-  auto var_out_example =
-      torch::where(out.sum(0).gt(1.0), dev_out.sum(0) / (n_out - 1.0).clamp_min(1.0),
-                   var_out_global.expand_as(mean_out));
+  auto both = fit_in.has.logical_and(fit_out.has).to(torch::kFloat64);  // (1, P)
+  auto shift = ((fit_in.mean - fit_out.mean) * both).sum(1, true) / both.sum().clamp_min(1.0);
+  auto mean_in = torch::where(fit_in.has, fit_in.mean, fit_out.mean + shift);
   auto t = target.to(torch::kFloat64);  // (A, P)
   auto floor = [](const at::Tensor& v) { return v.clamp_min(1e-6).sqrt(); };
+  const std::string m = std::to_string(shadows) + " shadows";
   LiraScores scores;
-  scores.online_global = (log_normal_pdf(t, mean_in, floor(var_in_global)) -
-                          log_normal_pdf(t, mean_out, floor(var_out_global)))
-                             .mean(0);
-  scores.online_per_example = (log_normal_pdf(t, mean_in, floor(var_in_example)) -
-                               log_normal_pdf(t, mean_out, floor(var_out_example)))
-                                  .mean(0);
-  scores.offline_global = log_normal_cdf((t - mean_out) / floor(var_out_global)).mean(0);
-  scores.offline_per_example = log_normal_cdf((t - mean_out) / floor(var_out_example)).mean(0);
+
+  // Online. Note [Degenerate LiRA fits]: a variance needs two shadows of the kind at a
+  // point; with one per point (M = 4, balanced) it is zero and the fit a sign test.
+  auto var_in_global = fit_in.var_global;
+  auto var_out_global = fit_out.var_global;
+  bool online_ok = true;
+  for (auto [fit, all, var, kind] :
+       {std::tuple<const KindFit*, const at::Tensor*, at::Tensor*, const char*>{
+            &fit_in, &all_in, &var_in_global, "IN"},
+        {&fit_out, &all_out, &var_out_global, "OUT"}}) {
+    if (fit->degrees >= 1) continue;
+    const auto pooled = fit_kind(shadow, all->unsqueeze(1));
+    if (pooled.degrees >= 1) {
+      *var = pooled.var_global;
+      scores.notes.emplace_back("online_global",
+                                std::string("the balanced fit has one ") + kind +
+                                    " shadow per point: its variance is pooled over all " + m);
+    } else {
+      online_ok = false;
+      scores.refused.emplace_back("online_global", std::string("no point has two ") + kind +
+                                                       " shadows among " + m +
+                                                       ": no variance can be fitted");
+    }
+  }
+  if (online_ok)
+    scores.online_global = (log_normal_pdf(t, mean_in, floor(var_in_global)) -
+                            log_normal_pdf(t, fit_out.mean, floor(var_out_global)))
+                               .mean(0);
+  if (fit_in.example_ok && fit_out.example_ok) {
+    scores.online_per_example =
+        (log_normal_pdf(t, mean_in,
+                        floor(torch::where(fit_in.has, fit_in.var_example,
+                                           var_in_global.expand_as(mean_in)))) -
+         log_normal_pdf(t, fit_out.mean, floor(fit_out.var_example)))
+            .mean(0);
+  } else {
+    scores.refused.emplace_back(
+        "online_per_example",
+        "a point has only " + std::to_string(std::min(fit_in.fewest, fit_out.fewest)) +
+            " IN or OUT shadow(s) of " + m +
+            " (balanced): a per-example variance needs 2 of each (--runs >= 6)");
+  }
+
+  // Offline: every OUT shadow of the point (the target is not among the shadows).
+  const auto fit_all_out = fit_kind(shadow, all_out.unsqueeze(1));
+  if (!fit_all_out.has.all().item<bool>()) {
+    scores.refused.emplace_back("offline_global", "a point has no OUT shadow among " + m);
+    scores.refused.emplace_back("offline_per_example", "a point has no OUT shadow among " + m);
+    return scores;
+  }
+  if (fit_all_out.degrees >= 1) {
+    scores.offline_global =
+        log_normal_cdf((t - fit_all_out.mean) / floor(fit_all_out.var_global)).mean(0);
+  } else {
+    scores.refused.emplace_back("offline_global", "no point has two OUT shadows among " + m +
+                                                      ": no variance can be fitted");
+  }
+  if (fit_all_out.example_ok) {
+    scores.offline_per_example =
+        log_normal_cdf((t - fit_all_out.mean) / floor(fit_all_out.var_example)).mean(0);
+  } else {
+    scores.refused.emplace_back("offline_per_example",
+                                "a point has only " + std::to_string(fit_all_out.fewest) +
+                                    " OUT shadow(s) of " + m +
+                                    ": a per-example variance needs 2 (--runs >= 6)");
+  }
   return scores;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
     const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
-    const at::Tensor& target_logits, const at::Tensor& labels) {
+    const at::Tensor& target_logits, const at::Tensor& labels,
+    std::vector<std::pair<std::string, std::string>>* refused) {
   if (shadow_logits.size() < 2) throw Error("tckr: needs at least 2 shadows");
   std::vector<std::pair<std::string, at::Tensor>> variants;
   const std::pair<const char*, ScoreKind> kinds[] = {{"stable", ScoreKind::stable},
@@ -167,23 +249,52 @@ std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
     const auto fitted =
         lira(torch::stack(shadow), in_mask, point_score(target_logits, labels, kind));
     const std::string suffix = std::string("_") + name;
-    variants.emplace_back("online_global" + suffix, fitted.online_global);
-    variants.emplace_back("online_per_example" + suffix, fitted.online_per_example);
-    variants.emplace_back("offline_global" + suffix, fitted.offline_global);
-    variants.emplace_back("offline_per_example" + suffix, fitted.offline_per_example);
+    if (refused)
+      for (const auto& [variant, why] : fitted.refused)
+        refused->emplace_back(variant + suffix, why);
+    for (const auto& [variant, scores] :
+         {std::pair<const char*, const at::Tensor*>{"online_global", &fitted.online_global},
+          {"online_per_example", &fitted.online_per_example},
+          {"offline_global", &fitted.offline_global},
+          {"offline_per_example", &fitted.offline_per_example}})
+      if (scores->defined()) variants.emplace_back(variant + suffix, *scores);
   }
   return variants;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs) {
+namespace {
+
+// Throws naming the target, the run and the first point whose values are not finite.
+void check_finite(const at::Tensor& values, const std::string& target, std::int64_t run,
+                  const std::string& what) {
+  auto finite = torch::isfinite(values);
+  if (finite.all().item<bool>()) return;
+  // values (..., P): the point is the last index.
+  auto bad = finite.logical_not().reshape({-1, values.size(-1)}).any(0).nonzero();
+  const auto point = bad[0][0].item<std::int64_t>();
+  throw Error(target + ": membership run " + std::to_string(run) + ", pool point " +
+              std::to_string(point) + ": non-finite " + what + " (" + std::to_string(bad.size(0)) +
+              " point(s) in all); the run's model is broken");
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
+                                                              AttackNotes* notes) {
   const auto runs = static_cast<std::int64_t>(inputs.logits.size());
   if (runs < 2) throw Error("membership inference needs at least 2 runs");
   const auto points = inputs.labels.size(0);
   auto keep = inputs.keep.to(torch::kBool);
   // phi: (M, A, P)
   std::vector<at::Tensor> phis;
-  for (const auto& logits : inputs.logits)
-    phis.push_back(logit_scaled_confidence(logits, inputs.labels));
+  for (std::int64_t j = 0; j < runs; ++j) {
+    // Summed over the classes (in float64): NaN or inf anywhere in a point's logits stays.
+    check_finite(inputs.logits[static_cast<std::size_t>(j)].to(torch::kFloat64).sum(-1),
+                 inputs.target, j, "logits");
+    phis.push_back(
+        logit_scaled_confidence(inputs.logits[static_cast<std::size_t>(j)], inputs.labels));
+    check_finite(phis.back(), inputs.target, j, "membership score");
+  }
   auto phi = torch::stack(phis);
   const auto augmentations = phi.size(1);
 
@@ -192,6 +303,13 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
   auto offline_global = torch::zeros_like(online_global);
   auto offline_per_example = torch::zeros_like(online_global);
   auto keep_f = keep.to(torch::kFloat64);  // (M, P)
+  std::vector<std::pair<std::string, std::string>> refused, how;
+  const auto note_once = [](std::vector<std::pair<std::string, std::string>>& list,
+                            const std::string& attack, const std::string& text) {
+    for (const auto& item : list)
+      if (item.first == attack) return;
+    list.emplace_back(attack, text);
+  };
   for (std::int64_t j = 0; j < runs; ++j) {
     // Shadows: every run but j.
     std::vector<std::int64_t> others;
@@ -200,10 +318,14 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     auto index = torch::tensor(others, torch::kInt64);
     const auto fitted = lira(phi.index_select(0, index), keep_f.index_select(0, index), phi[j],
                              shadow_drop_keys(others, j, points));
-    online_global[j] = fitted.online_global;
-    online_per_example[j] = fitted.online_per_example;
-    offline_global[j] = fitted.offline_global;
-    offline_per_example[j] = fitted.offline_per_example;
+    for (const auto& [variant, text] : fitted.refused) note_once(refused, "lira_" + variant, text);
+    for (const auto& [variant, text] : fitted.notes) note_once(how, "lira_" + variant, text);
+    for (const auto& [row, scores] :
+         {std::pair<at::Tensor*, const at::Tensor*>{&online_global, &fitted.online_global},
+          {&online_per_example, &fitted.online_per_example},
+          {&offline_global, &fitted.offline_global},
+          {&offline_per_example, &fitted.offline_per_example}})
+      if (scores->defined()) (*row)[j] = *scores;
   }
 
   // Threshold baselines on the target's own outputs, averaged over augmentations.
@@ -272,7 +394,20 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
       {"entropy", entropy},
       {"modified_entropy", modified_entropy}};
   if (have_population) scores.emplace_back("rmia_offline", rmia);
-  return scores;
+  std::vector<std::pair<std::string, at::Tensor>> kept;
+  for (auto& [attack, values] : scores) {
+    bool skip = false;
+    for (const auto& item : refused) skip = skip || item.first == attack;
+    if (skip) continue;
+    for (std::int64_t j = 0; j < runs; ++j)
+      check_finite(values[j], inputs.target + "/" + attack, j, "score");
+    kept.emplace_back(attack, values);
+  }
+  if (notes) {
+    notes->refused = refused;
+    notes->notes = how;
+  }
+  return kept;
 }
 
 namespace {

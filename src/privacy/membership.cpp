@@ -187,7 +187,13 @@ std::string attack_csv_row(const std::string& target, const std::string& attack,
 TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
                          int bootstrap, std::uint64_t seed) {
   TargetAudit audit;
-  for (const auto& [attack, scores] : attack_scores(inputs)) {
+  AttackInputs named = inputs;
+  named.target = target;
+  AttackNotes notes;
+  const auto all = attack_scores(named, &notes);
+  for (const auto& [attack, why] : notes.refused) audit.refused[attack] = why;
+  for (const auto& [attack, how] : notes.notes) audit.notes[attack] = how;
+  for (const auto& [attack, scores] : all) {
     audit.attacks[attack] = summarize_attack(scores, inputs.keep, accuracy, bootstrap, seed);
     audit.scores.push_back({target + "/" + attack, scores.to(torch::kFloat32).contiguous()});
     audit.csv += attack_csv_row(target, attack, audit.attacks[attack], accuracy);
@@ -201,8 +207,10 @@ TckrAudit audit_target_tckr(const std::string& target, const std::vector<at::Ten
                             int bootstrap, std::uint64_t seed) {
   TckrAudit audit;
   double best_auc = -1;
-  for (const auto& [variant, scores] :
-       tckr_variants(shadow_logits, in_mask, target_logits, labels)) {
+  std::vector<std::pair<std::string, std::string>> refused;
+  const auto variants = tckr_variants(shadow_logits, in_mask, target_logits, labels, &refused);
+  for (const auto& [variant, why] : refused) audit.refused[variant] = why;
+  for (const auto& [variant, scores] : variants) {
     audit.variants[variant] = summarize_attack(scores, truth, accuracy, bootstrap, seed);
     audit.csv += attack_csv_row(target, "tckr_" + variant, audit.variants[variant], accuracy);
     const double auc = audit.variants[variant].at("auc").get<double>();

@@ -141,7 +141,8 @@ void membership_section(std::ostringstream& html, const RunResults& run) {
 void tckr_section(std::ostringstream& html, const RunResults& run) {
   if (run.tckr.is_null()) return;
   {
-    html << "<h3>TCKR's protocol (labelled: shadows trained on test halves, best of 12 variants "
+    html << "<h3>TCKR's protocol (labelled: shadows trained on test halves, best of the 12 "
+            "variants that can be fitted, "
             "chosen on the challenge set; M = "
          << run.tckr.value("runs", 0)
          << ")</h3>\n<table><tr><th>target</th><th>test accuracy</th><th>best variant</th>"

@@ -320,7 +320,13 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
         privacy::audit_target(target.name, inputs, accuracy, options.bootstrap, audit.seed);
     scores.insert(scores.end(), result.scores.begin(), result.scores.end());
     csv += result.csv;
-    targets[target.name] = Json{{"mean_test_accuracy", accuracy}, {"attacks", result.attacks}};
+    for (const auto& item : result.refused.items())
+      log::warn("mia: " + target.name + ": " + item.key() +
+                " not computed: " + item.value().get<std::string>());
+    targets[target.name] = Json{{"mean_test_accuracy", accuracy},
+                                {"attacks", result.attacks},
+                                {"refused_attacks", result.refused},
+                                {"attack_notes", result.notes}};
   }
   privacy::write_tensors(audit.out + "/scores.h5", scores);
   return targets;
@@ -529,20 +535,25 @@ Json score_tckr_target(const MiaOptions& options, const TckrAudit& audit,
                                                  audit.challenge.labels, audit.truth, accuracy,
                                                  options.bootstrap, audit.seed);
   csv += result.csv;
+  if (result.variants.empty())
+    throw Error("mia tckr: " + name + ": none of the 12 variants can be fitted with " +
+                std::to_string(shadow_logits.size()) + " shadows (" + result.refused.dump() + ")");
   const auto& b = result.variants.at(result.best);
   char line[260];
   std::snprintf(line, sizeof line,
-                "mia tckr: %-12s acc %.2f %%  best of 12 (%s) AUC %.4f  TPR@0.1%% %.4f  "
+                "mia tckr: %-12s acc %.2f %%  best of %zu (%s) AUC %.4f  TPR@0.1%% %.4f  "
                 "TPR@1%% %.4f",
-                name.c_str(), 100.0 * accuracy, result.best.c_str(), b.at("auc").get<double>(),
-                b.at("tpr_at_0.1%").get<double>(), b.at("tpr_at_1%").get<double>());
+                name.c_str(), 100.0 * accuracy, result.variants.size(), result.best.c_str(),
+                b.at("auc").get<double>(), b.at("tpr_at_0.1%").get<double>(),
+                b.at("tpr_at_1%").get<double>());
   log::info(line);
   return Json{{"model", dir},
               {"weights_sha256", model.weights_sha256},
               {"test_accuracy", accuracy},
               {"best_variant", result.best},
               {"best", b},
-              {"variants", result.variants}};
+              {"variants", result.variants},
+              {"refused_variants", result.refused}};
 }
 
 void write_tckr_results(const Context& context, const MiaOptions& options, const TckrAudit& audit,

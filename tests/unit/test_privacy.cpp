@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
+#include <cmath>
+#include <limits>
+#include <map>
 #include <set>
 
 #include "fixtures.hpp"
@@ -199,6 +202,95 @@ TEST(Tckr, TwelveNamedVariants) {
   EXPECT_EQ(names.size(), 12u);
   EXPECT_TRUE(names.count("online_global_stable") && names.count("offline_per_example_margin") &&
               names.count("online_global_unstable"));
+}
+
+// Issue 20: log(0.5 erfc(-z / sqrt 2)) is exactly 0 from z ~ 8.3 on, so the most confident
+// members tied with outlying non-members at the top offline score: TPR at 1 % FPR 0.
+TEST(Lira, OfflineUpperTailDoesNotSaturate) {
+  torch::manual_seed(2);
+  const std::int64_t points = 1000, members = 100, outliers = 10, shadows = 6;
+  // Every point's OUT shadows: mean 0, standard deviation 1 (no IN shadows).
+  auto column = torch::tensor({-1.5, -0.5, 0.0, 0.0, 0.5, 1.5}, torch::kFloat64);
+  auto shadow = column.view({shadows, 1, 1}).expand({shadows, 1, points}).contiguous();
+  auto in = torch::zeros({shadows, points}, torch::kUInt8);
+  auto target = torch::randn({points}, torch::kFloat64);
+  target.slice(0, 0, members).uniform_(9.0, 12.0);                  // confident members
+  target.slice(0, members, members + outliers).uniform_(8.4, 8.9);  // outlying non-members
+  auto truth = torch::zeros({points}, torch::kUInt8);
+  truth.slice(0, 0, members).fill_(1);
+  const auto scores = kr::privacy::lira(shadow, in, target.unsqueeze(0));
+  ASSERT_TRUE(scores.offline_global.defined());
+  // Strictly ordered by z and below 0 in the upper tail.
+  auto top = scores.offline_global.slice(0, 0, members + outliers);
+  auto order = target.slice(0, 0, members + outliers).argsort();
+  auto sorted = top.index_select(0, order);
+  EXPECT_TRUE((sorted.slice(0, 1) - sorted.slice(0, 0, -1)).gt(0).all().item<bool>());
+  EXPECT_TRUE(top.lt(0).all().item<bool>());
+  EXPECT_DOUBLE_EQ(kr::privacy::tpr_at_fpr(scores.offline_global, truth, 0.01), 1.0);
+  EXPECT_DOUBLE_EQ(kr::privacy::tpr_at_fpr(scores.offline_per_example, truth, 0.01), 1.0);
+}
+
+// Issue 20: offline LiRA needs OUT shadows only; it used the balanced subset.
+TEST(Lira, OfflineUsesEveryOutShadow) {
+  // Two points, three shadows: one IN (value 5), two OUT (0 and 2: mean 1, variance 2).
+  auto shadow = torch::tensor({5.0, 0.0, 2.0}, torch::kFloat64).view({3, 1, 1}).expand({3, 1, 2});
+  auto in = torch::tensor({1, 0, 0}, torch::kUInt8).view({3, 1}).expand({3, 2}).contiguous();
+  auto keys = torch::tensor({{0.1, 0.1}, {0.2, 0.9}, {0.9, 0.2}}, torch::kFloat64);
+  auto target = torch::tensor({{1.0, 3.0}}, torch::kFloat64);
+  const auto scores = kr::privacy::lira(shadow.contiguous(), in, target, keys);
+  ASSERT_TRUE(scores.offline_global.defined());
+  ASSERT_TRUE(scores.offline_per_example.defined());
+  const double sd = std::sqrt(2.0);
+  const auto log_phi = [](double z) { return std::log(0.5 * std::erfc(-z / std::sqrt(2.0))); };
+  for (const auto& offline : {scores.offline_global, scores.offline_per_example}) {
+    EXPECT_NEAR(offline[0].item<double>(), log_phi(0.0), 1e-12);
+    EXPECT_NEAR(offline[1].item<double>(), log_phi(2.0 / sd), 1e-12);
+  }
+}
+
+// Issue 20: at M = 4 (balanced: one IN and one OUT shadow per point) per-example rows
+// silently equalled the global ones and the variance fell to its 1e-6 floor.
+TEST(Lira, DegenerateFitsAreRefusedOrPooledAndSaySo) {
+  auto inputs = synthetic_runs(1.5, 4, 400);
+  kr::privacy::AttackNotes notes;
+  const auto scores = kr::privacy::attack_scores(inputs, &notes);
+  std::set<std::string> names;
+  for (const auto& [name, values] : scores) names.insert(name);
+  EXPECT_FALSE(names.count("lira_online_per_example"));
+  EXPECT_FALSE(names.count("lira_offline_per_example"));
+  ASSERT_TRUE(names.count("lira_online_global") && names.count("lira_offline_global"));
+  std::map<std::string, std::string> refused(notes.refused.begin(), notes.refused.end());
+  std::map<std::string, std::string> how(notes.notes.begin(), notes.notes.end());
+  EXPECT_NE(refused["lira_online_per_example"].find("--runs >= 6"), std::string::npos);
+  EXPECT_NE(refused["lira_offline_per_example"].find("only 1 OUT shadow"), std::string::npos)
+      << refused["lira_offline_per_example"];
+  EXPECT_NE(how["lira_online_global"].find("pooled over all 3 shadows"), std::string::npos)
+      << how["lira_online_global"];
+  // Not a sign test: the global online scores keep the members' order of magnitude.
+  for (const auto& [name, values] : scores)
+    if (name == "lira_online_global") {
+      EXPECT_LT(values.abs().max().item<double>(), 1e3) << "variance at its floor";
+      EXPECT_GT(kr::privacy::roc_auc(values, inputs.keep), 0.8);
+    }
+  // M = 8: every variant fitted, nothing refused.
+  kr::privacy::AttackNotes eight;
+  EXPECT_EQ(kr::privacy::attack_scores(synthetic_runs(1.5, 8, 400), &eight).size(), 9u);
+  EXPECT_TRUE(eight.refused.empty());
+}
+
+// Issue 20: a NaN in one run's logits broke the sort silently.
+TEST(Lira, NonFiniteLogitsNameTheRunAndThePoint) {
+  auto inputs = synthetic_runs(1.5, 4, 50);
+  inputs.target = "student";
+  inputs.logits[1][0][7][3] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    kr::privacy::attack_scores(inputs);
+    FAIL() << "NaN logits accepted";
+  } catch (const kr::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("student: membership run 1, pool point 7"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 TEST(Distillation, SoftTargetsAreTheTemperedSoftmaxAndSmoothingMixesUniform) {

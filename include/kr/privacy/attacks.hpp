@@ -50,12 +50,22 @@ at::Tensor point_score(const at::Tensor& logits, const at::Tensor& labels, Score
 // LiRA fitted on shadow scores (S, A, P) with in_mask (S, P) (1: that shadow trained on
 // the point) and applied to the target's scores (A, P); each result is (P), averaged over
 // the A augmentations. A point with no IN shadow uses its OUT mean plus the mean IN - OUT
-// shift of the points that have both; per-example variance falls back to the global one
-// where a point has fewer than 2 shadows of a kind. Given balance_keys (S, P), each point
-// uses as many IN shadows as OUT ones, those of lowest key (Note [Balanced leave-one-out
-// shadows]).
+// shift of the points that have both (Note [Degenerate LiRA fits]). Given balance_keys
+// (S, P), each point's online fit uses as many IN shadows as OUT ones, those of lowest key
+// (Note [Balanced leave-one-out shadows]).
+//
+// Note [Degenerate LiRA fits]
+// A Gaussian's variance needs two shadows of its kind at a point. No score comes from a
+// fit without them: per-example variants need every point (that has shadows of the kind)
+// to have two; a global variance needs one degree of freedom pooled over the points, and
+// when the balanced online fit has none (M = 4: one IN and one OUT shadow per point) its
+// variance is pooled over all the leave-one-out shadows instead, which `notes` says.
+// Offline LiRA uses every OUT shadow of a point, never the balanced subset. A variant
+// that cannot be fitted is left undefined and named in `refused` with the reason.
 struct LiraScores {
   at::Tensor online_global, online_per_example, offline_global, offline_per_example;
+  std::vector<std::pair<std::string, std::string>> refused;  // variant, why
+  std::vector<std::pair<std::string, std::string>> notes;    // variant, how it was computed
 };
 LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
                 const at::Tensor& target, const at::Tensor& balance_keys = {});
@@ -63,9 +73,12 @@ LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
 // TCKR's 12 variants (Note [TCKR protocol]): {online, offline} x {global, per_example}
 // x {stable, unstable, margin}, named e.g. "online_global_stable"; shadow_logits[s] is
 // (A, P, K), target_logits (A, P, K).
+// Variants whose fit is degenerate are left out and named in `refused` (Note [Degenerate
+// LiRA fits]).
 std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
     const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
-    const at::Tensor& target_logits, const at::Tensor& labels);
+    const at::Tensor& target_logits, const at::Tensor& labels,
+    std::vector<std::pair<std::string, std::string>>* refused = nullptr);
 
 // Inputs for one attacked recipe: logits[j] of run j on the pool, shape (A, P, K)
 // (A query augmentations), pool labels (P), keep (M, P) bool.
@@ -77,12 +90,22 @@ struct AttackInputs {
   std::vector<at::Tensor> population_logits;
   at::Tensor population_labels;
   double rmia_a = 0.3;
+  std::string target = "target";  // names the attacked models in errors
+};
+
+// What attack_scores could not compute, and how it computed what it did differently.
+struct AttackNotes {
+  std::vector<std::pair<std::string, std::string>> refused;  // attack, why
+  std::vector<std::pair<std::string, std::string>> notes;    // attack, how
 };
 
 // Scores (M, P) float64 of every attack, by name: lira_online_global,
 // lira_online_per_example, lira_offline_global, lira_offline_per_example,
-// loss, confidence, entropy, modified_entropy, rmia_offline.
-std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs);
+// loss, confidence, entropy, modified_entropy, rmia_offline; an attack whose fit is
+// degenerate for any target run is left out and named in `notes` (Note [Degenerate LiRA
+// fits]). Non-finite logits or scores are an Error naming the target, the run and the point.
+std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
+                                                              AttackNotes* notes = nullptr);
 
 struct RocSummary {
   double auc = 0.5;

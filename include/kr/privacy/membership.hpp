@@ -105,6 +105,8 @@ std::string attack_csv_row(const std::string& target, const std::string& attack,
 // attack of attack_scores summarised, and its scores (M, P) for scores.h5.
 struct TargetAudit {
   Json attacks = Json::object();
+  Json refused = Json::object();  // attack -> why it was not computed (Note [Degenerate LiRA fits])
+  Json notes = Json::object();    // attack -> how it was computed, where that differs
   std::vector<NamedTensor> scores;
   std::string csv;
 };
@@ -115,6 +117,7 @@ TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, 
 // on the challenge set itself (TCKR's choice; optimistic for the attacker).
 struct TckrAudit {
   Json variants = Json::object();
+  Json refused = Json::object();  // variant -> why it was not computed
   std::string best;
   std::string csv;
 };
