@@ -510,35 +510,92 @@ RocSummary roc(const at::Tensor& scores, const at::Tensor& members, bool keep_cu
   return summary;
 }
 
+namespace {
+
+// Scores and membership as (runs, points): a 1-D pair is one run.
+std::pair<at::Tensor, at::Tensor> as_runs_by_points(const at::Tensor& scores,
+                                                    const at::Tensor& members) {
+  auto s = scores.to(torch::kFloat64).contiguous();
+  auto m = members.to(torch::kBool).contiguous();
+  if (s.sizes() != m.sizes()) throw Error("bootstrap: scores and membership differ in shape");
+  if (s.dim() == 1) return {s.unsqueeze(0), m.unsqueeze(0)};
+  if (s.dim() != 2) throw Error("bootstrap: scores must be (points) or (runs, points)");
+  return {s, m};
+}
+
+// Round r's draw of `points` point indices with replacement (Note [Point bootstrap]).
+at::Tensor point_draw(std::int64_t points, std::uint64_t seed, int round) {
+  KeyedRng rng(
+      stream_key(seed, Purpose::shuffle, 0x6d6961 /* "mia" */, static_cast<std::uint64_t>(round)));
+  std::vector<std::int64_t> pick(static_cast<std::size_t>(points));
+  for (auto& p : pick) p = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(points)));
+  return torch::tensor(pick, torch::kInt64);
+}
+
+Json interval(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  if (values.empty()) return Json::array();
+  auto at = [&](double q) {
+    return values[static_cast<std::size_t>(std::floor(q * (values.size() - 1)))];
+  };
+  return Json::array({at(0.025), at(0.975)});
+}
+
+}  // namespace
+
 Json bootstrap_intervals(const at::Tensor& scores, const at::Tensor& members, int rounds,
                          std::uint64_t seed) {
-  auto s = scores.to(torch::kFloat64).flatten().contiguous();
-  auto m = members.to(torch::kBool).flatten().contiguous();
-  const auto n = s.numel();
+  const auto [s, m] = as_runs_by_points(scores, members);
+  const auto points = s.size(1);
   std::vector<double> aucs, tpr01, tpr1;
   for (int r = 0; r < rounds; ++r) {
-    KeyedRng rng(
-        stream_key(seed, Purpose::shuffle, 0x6d6961 /* "mia" */, static_cast<std::uint64_t>(r)));
-    std::vector<std::int64_t> pick(static_cast<std::size_t>(n));
-    for (auto& p : pick) p = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(n)));
-    auto index = torch::tensor(pick, torch::kInt64);
-    const auto summary = roc(s.index_select(0, index), m.index_select(0, index), false);
+    const auto index = point_draw(points, seed, r);
+    const auto summary = roc(s.index_select(1, index), m.index_select(1, index), false);
     aucs.push_back(summary.auc);
     tpr01.push_back(summary.tpr_at_0_1);
     tpr1.push_back(summary.tpr_at_1);
   }
-  auto interval = [](std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    if (values.empty()) return Json::array();
-    auto at = [&](double q) {
-      return values[static_cast<std::size_t>(std::floor(q * (values.size() - 1)))];
-    };
-    return Json::array({at(0.025), at(0.975)});
+  return Json{
+      {"rounds", rounds},           {"resampled", "points (each keeps all its runs' scores)"},
+      {"points", points},           {"scores", s.numel()},
+      {"auc", interval(aucs)},      {"tpr_at_0.1%", interval(tpr01)},
+      {"tpr_at_1%", interval(tpr1)}};
+}
+
+Json paired_difference(const at::Tensor& scores_a, const at::Tensor& members_a,
+                       const at::Tensor& scores_b, const at::Tensor& members_b, int rounds,
+                       std::uint64_t seed) {
+  const auto [sa, ma] = as_runs_by_points(scores_a, members_a);
+  const auto [sb, mb] = as_runs_by_points(scores_b, members_b);
+  if (sa.size(1) != sb.size(1))
+    throw Error("paired bootstrap: the two targets were audited on different points");
+  const auto points = sa.size(1);
+  const auto a = roc(sa, ma, false);
+  const auto b = roc(sb, mb, false);
+  std::vector<double> aucs, tpr01, tpr1;
+  for (int r = 0; r < rounds; ++r) {
+    const auto index = point_draw(points, seed, r);  // the same points for both
+    const auto ra = roc(sa.index_select(1, index), ma.index_select(1, index), false);
+    const auto rb = roc(sb.index_select(1, index), mb.index_select(1, index), false);
+    aucs.push_back(ra.auc - rb.auc);
+    tpr01.push_back(ra.tpr_at_0_1 - rb.tpr_at_0_1);
+    tpr1.push_back(ra.tpr_at_1 - rb.tpr_at_1);
+  }
+  const auto excludes_zero = [](const Json& range) {
+    return !range.empty() && (range[0].get<double>() > 0 || range[1].get<double>() < 0);
   };
-  return Json{{"rounds", rounds},
-              {"auc", interval(aucs)},
-              {"tpr_at_0.1%", interval(tpr01)},
-              {"tpr_at_1%", interval(tpr1)}};
+  Json result{{"rounds", rounds},
+              {"points", points},
+              {"auc", a.auc - b.auc},
+              {"tpr_at_0.1%", a.tpr_at_0_1 - b.tpr_at_0_1},
+              {"tpr_at_1%", a.tpr_at_1 - b.tpr_at_1},
+              {"auc_95", interval(aucs)},
+              {"tpr_at_0.1%_95", interval(tpr01)},
+              {"tpr_at_1%_95", interval(tpr1)}};
+  result["auc_95_excludes_0"] = excludes_zero(result["auc_95"]);
+  result["tpr_at_0.1%_95_excludes_0"] = excludes_zero(result["tpr_at_0.1%_95"]);
+  result["tpr_at_1%_95_excludes_0"] = excludes_zero(result["tpr_at_1%_95"]);
+  return result;
 }
 
 at::Tensor balanced_keep_matrix(std::int64_t runs, std::int64_t points, std::uint64_t seed) {

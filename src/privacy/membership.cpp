@@ -194,6 +194,7 @@ TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, 
   for (const auto& [attack, why] : notes.refused) audit.refused[attack] = why;
   for (const auto& [attack, how] : notes.notes) audit.notes[attack] = how;
   for (const auto& [attack, scores] : all) {
+    audit.raw.emplace_back(attack, scores);
     audit.attacks[attack] = summarize_attack(scores, inputs.keep, accuracy, bootstrap, seed);
     audit.scores.push_back({target + "/" + attack, scores.to(torch::kFloat32).contiguous()});
     audit.csv += attack_csv_row(target, attack, audit.attacks[attack], accuracy);

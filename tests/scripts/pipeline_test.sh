@@ -21,6 +21,16 @@ for target in ("teacher", "student"):
     attacks = mia["targets"][target]["attacks"]
     for name in ("lira_online_global", "lira_offline_global", "loss", "rmia_offline"):
         assert 0 <= attacks[name]["auc"] <= 1, (target, name)
+    # M = 4: per-example rows are refused with a reason, never copies of the global ones.
+    assert "lira_online_per_example" not in attacks, target
+    assert "--runs >= 6" in mia["targets"][target]["refused_attacks"]["lira_online_per_example"]
+# The paired teacher-minus-student difference on the same resampled points.
+paired = mia["paired"]["teacher-student"]["lira_online_global"]
+expected = mia["targets"]["teacher"]["attacks"]["lira_online_global"]["auc"] - \
+    mia["targets"]["student"]["attacks"]["lira_online_global"]["auc"]
+assert abs(paired["auc"] - expected) < 1e-9, (paired["auc"], expected)
+assert len(paired["auc_95"]) == 2 and isinstance(paired["auc_95_excludes_0"], bool), paired
+assert mia["targets"]["teacher"]["attacks"]["loss"]["bootstrap_95"]["points"] == mia["pool_size"]
 runs = mia["runs_detail"]
 for key in ("keep_row_sha256", "generator_sha256", "pool_manifest_sha256"):
     values = [r[key] for r in runs]

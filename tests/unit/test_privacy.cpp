@@ -59,6 +59,40 @@ TEST(Roc, BootstrapIntervalContainsTheEstimate) {
   EXPECT_GT(ci[1].get<double>(), auc);
 }
 
+// Issue 20: the bootstrap resampled the M x P rows as if independent; the M scores of a
+// point belong together (Note [Point bootstrap]). Here a score is its point's alone (no
+// membership signal, points far apart): a resample of whole points holds, for every
+// point drawn, as many member as non-member copies of the same score, so AUC is exactly
+// 1/2 in every round; resampling rows breaks that up.
+TEST(Roc, PointBootstrapKeepsEveryRunOfADrawnPoint) {
+  const std::int64_t runs = 8, points = 300;
+  auto keep = kr::privacy::balanced_keep_matrix(runs, points, 2).to(torch::kBool);
+  auto scores = torch::arange(points, torch::kFloat64).unsqueeze(0).expand({runs, points});
+  const auto clustered = kr::privacy::bootstrap_intervals(scores, keep, 100, 7);
+  EXPECT_EQ(clustered.at("points").get<std::int64_t>(), points);
+  EXPECT_EQ(clustered.at("scores").get<std::int64_t>(), runs * points);
+  EXPECT_NEAR(clustered.at("auc")[0].get<double>(), 0.5, 1e-12) << clustered.dump();
+  EXPECT_NEAR(clustered.at("auc")[1].get<double>(), 0.5, 1e-12) << clustered.dump();
+  const auto rows =
+      kr::privacy::bootstrap_intervals(scores.flatten(), keep.flatten(), 100, 7).at("auc");
+  EXPECT_GT(rows[1].get<double>() - rows[0].get<double>(), 0.01) << rows.dump();
+}
+
+TEST(Roc, PairedDifferenceExcludesZeroOnlyWhenOneTargetLeaksMore) {
+  torch::manual_seed(6);
+  const std::int64_t runs = 8, points = 1000;
+  auto keep = kr::privacy::balanced_keep_matrix(runs, points, 3).to(torch::kBool);
+  auto noise = torch::randn({runs, points}, torch::kFloat64);
+  auto leaky = noise + keep.to(torch::kFloat64) * 1.0;
+  const auto same = kr::privacy::paired_difference(leaky, keep, leaky, keep, 100, 1);
+  EXPECT_EQ(same.at("auc").get<double>(), 0.0);
+  EXPECT_FALSE(same.at("auc_95_excludes_0").get<bool>());
+  const auto more = kr::privacy::paired_difference(leaky, keep, noise, keep, 100, 1);
+  EXPECT_GT(more.at("auc").get<double>(), 0.2);
+  EXPECT_TRUE(more.at("auc_95_excludes_0").get<bool>()) << more.dump();
+  EXPECT_GT(more.at("auc_95")[0].get<double>(), 0.0);
+}
+
 TEST(Lira, PhiIsTheLogOddsOfTheTrueClass) {
   auto logits = torch::tensor({{2.0, 0.0, -1.0}}, torch::kFloat64);
   auto p = torch::softmax(logits, 1);

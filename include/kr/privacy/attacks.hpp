@@ -123,9 +123,21 @@ double roc_auc(const at::Tensor& scores, const at::Tensor& members);
 // Largest TPR over thresholds whose FPR does not exceed `fpr`.
 double tpr_at_fpr(const at::Tensor& scores, const at::Tensor& members, double fpr);
 
-// 95 % bootstrap intervals of AUC and TPR at 0.1 % and 1 % FPR (`rounds` resamples, keyed by seed).
+// Note [Point bootstrap]
+// The M x P scores of a leave-one-out audit are not M x P independent rows: the M scores
+// of one point share its difficulty. The bootstrap resamples points (clusters) with
+// replacement and keeps every run's score of a drawn point; round r draws the same
+// points for every target, so two targets' differences are paired.
+//
+// 95 % intervals of AUC and TPR at 0.1 % and 1 % FPR; scores and members are (P) or
+// (M, P); `rounds` resamples keyed by seed; says how many distinct points and scores.
 Json bootstrap_intervals(const at::Tensor& scores, const at::Tensor& members, int rounds,
                          std::uint64_t seed);
+// A minus B on the same resampled points: the point differences of AUC and TPR at 0.1 %
+// and 1 % FPR, their 95 % intervals and whether each interval excludes 0.
+Json paired_difference(const at::Tensor& scores_a, const at::Tensor& members_a,
+                       const at::Tensor& scores_b, const at::Tensor& members_b, int rounds,
+                       std::uint64_t seed);
 
 // A keep matrix (M, P) with every column IN for exactly M / 2 runs (M even), keyed by seed.
 at::Tensor balanced_keep_matrix(std::int64_t runs, std::int64_t points, std::uint64_t seed);

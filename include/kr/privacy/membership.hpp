@@ -107,6 +107,7 @@ struct TargetAudit {
   Json attacks = Json::object();
   Json refused = Json::object();  // attack -> why it was not computed (Note [Degenerate LiRA fits])
   Json notes = Json::object();    // attack -> how it was computed, where that differs
+  std::vector<std::pair<std::string, at::Tensor>> raw;  // attack -> (M, P) float64 scores
   std::vector<NamedTensor> scores;
   std::string csv;
 };
