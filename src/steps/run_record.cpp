@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <thread>
 
 #include "kr/comm/communicator.hpp"
@@ -52,7 +53,13 @@ std::string slurm_job() {
 }
 
 bool process_alive(long pid) {
-  return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+  if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM)) return false;
+  // A zombie (killed, not yet reaped) holds nothing: /proc/<pid>/stat's state is 'Z'.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(stat, text);
+  const auto close = text.rfind(')');
+  return close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'Z';
 }
 
 // Whether the process that wrote `holder` (a lock or a "running" record) has ended on
@@ -99,6 +106,12 @@ std::string take_lock(const std::string& run_dir, const std::string& step) {
     } catch (const std::exception&) {
       holder = Json::object();  // being written, or left unreadable by a crash
     }
+    // A holder on this host that is still alive may be a crashed job's rank still being
+    // torn down (a rerun right after kill -9): give it a few seconds to end.
+    for (int wait = 0; wait < 50 && holder.contains("pid") && !lock_stale(holder) &&
+                       holder.value("host", "") == this_host();
+         ++wait)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     if (holder.contains("pid") && lock_stale(holder)) {
       log::warn(path + ": stale lock of pid " + std::to_string(holder.value("pid", 0L)) + " on " +
                 holder.value("host", "?") + " taken over");
