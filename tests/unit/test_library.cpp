@@ -95,7 +95,8 @@ TEST(Membership, TckrAuditReportsTheVariantOfHighestAuc) {
   const std::int64_t points = 60, shadows = 4;
   std::vector<at::Tensor> shadow_logits;
   for (std::int64_t s = 0; s < shadows; ++s) shadow_logits.push_back(torch::randn({1, points, 3}));
-  auto in_mask = (torch::rand({shadows, points}) < 0.5).to(torch::kUInt8);
+  // Balanced (two IN, two OUT shadows per point): every variant can be fitted.
+  auto in_mask = kr::privacy::balanced_keep_matrix(shadows, points, 3);
   auto labels = torch::randint(0, 3, {points}, torch::kInt64);
   auto truth = (torch::arange(points) < points / 2).to(torch::kUInt8);
   auto target = torch::randn({1, points, 3});
@@ -108,6 +109,14 @@ TEST(Membership, TckrAuditReportsTheVariantOfHighestAuc) {
   EXPECT_EQ(audit.variants.at(audit.best).at("auc").get<double>(), best);
   EXPECT_EQ(std::count(audit.csv.begin(), audit.csv.end(), '\n'), 12);
   EXPECT_TRUE(contains(audit.csv, "teacher,tckr_online_global_stable,"));
+  EXPECT_TRUE(audit.refused.empty());
+  // A mask that leaves some point one shadow of a kind (or none OUT): those variants are
+  // refused with their reason, never scored from a degenerate fit.
+  auto uneven = (torch::rand({shadows, points}) < 0.5).to(torch::kUInt8);
+  const auto partial = kr::privacy::audit_target_tckr("teacher", shadow_logits, uneven, target,
+                                                      labels, truth, 0.8, 0, 1);
+  EXPECT_EQ(partial.variants.size() + partial.refused.size(), 12u);
+  EXPECT_FALSE(partial.refused.empty());
 }
 
 TEST(Membership, QueryLogitsStacksIdentityThenMirror) {
