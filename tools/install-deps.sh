@@ -12,7 +12,7 @@ packages=(build-essential cmake ccache git pkg-config python3
           openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
-          python3-numpy python3-h5py python3-matplotlib dataset-fashion-mnist)
+          python3-numpy python3-scipy python3-h5py python3-matplotlib dataset-fashion-mnist)
 for flag in "$@"; do
   case "$flag" in
     --bench) packages+=(python3-torch) ;;

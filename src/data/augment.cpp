@@ -4,6 +4,8 @@
 
 #include "kr/core/keyed_rng.hpp"
 
+#include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace kr::data {
@@ -54,6 +56,18 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
     }
   }
   return out;
+}
+
+at::Tensor shift_images(const at::Tensor& images, int dy, int dx) {
+  const std::int64_t pad = std::max(std::abs(dy), std::abs(dx));
+  if (pad == 0) return images;
+  const auto height = images.size(2);
+  const auto width = images.size(3);
+  // Fill -1: the float value of pixel 0, the training crop's zero padding.
+  return torch::constant_pad_nd(images, {pad, pad, pad, pad}, -1.0)
+      .narrow(2, pad + dy, height)
+      .narrow(3, pad + dx, width)
+      .contiguous();
 }
 
 Mix mix_pairs(at::Tensor& batch, const std::vector<std::int64_t>& keys, double alpha,

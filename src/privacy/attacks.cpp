@@ -156,6 +156,8 @@ LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
   }
   const auto fit_in = fit_kind(shadow, in.unsqueeze(1));
   const auto fit_out = fit_kind(shadow, out.unsqueeze(1));
+  LiraScores scores;
+  scores.online_shadows = (in + 2.0 * out).to(torch::kUInt8);
   // A point no shadow trained on (TCKR's train members) takes its OUT mean plus the
   // average IN - OUT shift of the points that have both (per augmentation).
   auto both = fit_in.has.logical_and(fit_out.has).to(torch::kFloat64);  // (1, P)
@@ -164,7 +166,6 @@ LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
   auto t = target.to(torch::kFloat64);  // (A, P)
   auto floor = [](const at::Tensor& v) { return v.clamp_min(1e-6).sqrt(); };
   const std::string m = std::to_string(shadows) + " shadows";
-  LiraScores scores;
 
   // Online. Note [Degenerate LiRA fits]: a variance needs two shadows of the kind at a
   // point; with one per point (M = 4, balanced) it is zero and the fit a sign test.
@@ -234,6 +235,13 @@ LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
   return scores;
 }
 
+std::vector<std::pair<std::string, const at::Tensor*>> LiraScores::variants() const {
+  return {{"online_global", &online_global},
+          {"online_per_example", &online_per_example},
+          {"offline_global", &offline_global},
+          {"offline_per_example", &offline_per_example}};
+}
+
 std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
     const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
     const at::Tensor& target_logits, const at::Tensor& labels,
@@ -252,11 +260,7 @@ std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
     if (refused)
       for (const auto& [variant, why] : fitted.refused)
         refused->emplace_back(variant + suffix, why);
-    for (const auto& [variant, scores] :
-         {std::pair<const char*, const at::Tensor*>{"online_global", &fitted.online_global},
-          {"online_per_example", &fitted.online_per_example},
-          {"offline_global", &fitted.offline_global},
-          {"offline_per_example", &fitted.offline_per_example}})
+    for (const auto& [variant, scores] : fitted.variants())
       if (scores->defined()) variants.emplace_back(variant + suffix, *scores);
   }
   return variants;
@@ -279,61 +283,63 @@ void check_finite(const at::Tensor& values, const std::string& target, std::int6
 
 }  // namespace
 
-std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
-                                                              AttackNotes* notes) {
-  const auto runs = static_cast<std::int64_t>(inputs.logits.size());
-  if (runs < 2) throw Error("membership inference needs at least 2 runs");
-  const auto points = inputs.labels.size(0);
-  auto keep = inputs.keep.to(torch::kBool);
-  // phi: (M, A, P)
-  std::vector<at::Tensor> phis;
-  for (std::int64_t j = 0; j < runs; ++j) {
-    // Summed over the classes (in float64): NaN or inf anywhere in a point's logits stays.
-    check_finite(inputs.logits[static_cast<std::size_t>(j)].to(torch::kFloat64).sum(-1),
-                 inputs.target, j, "logits");
-    phis.push_back(
-        logit_scaled_confidence(inputs.logits[static_cast<std::size_t>(j)], inputs.labels));
-    check_finite(phis.back(), inputs.target, j, "membership score");
-  }
-  auto phi = torch::stack(phis);
-  const auto augmentations = phi.size(1);
+namespace {
 
-  auto online_global = torch::zeros({runs, points}, torch::kFloat64);
-  auto online_per_example = torch::zeros_like(online_global);
-  auto offline_global = torch::zeros_like(online_global);
-  auto offline_per_example = torch::zeros_like(online_global);
-  auto keep_f = keep.to(torch::kFloat64);  // (M, P)
-  std::vector<std::pair<std::string, std::string>> refused, how;
-  const auto note_once = [](std::vector<std::pair<std::string, std::string>>& list,
-                            const std::string& attack, const std::string& text) {
-    for (const auto& item : list)
-      if (item.first == attack) return;
-    list.emplace_back(attack, text);
-  };
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+using Texts = std::vector<std::pair<std::string, std::string>>;
+
+std::vector<std::int64_t> all_but(std::int64_t runs, std::int64_t left_out,
+                                  std::int64_t also = -1) {
+  std::vector<std::int64_t> others;
+  for (std::int64_t i = 0; i < runs; ++i)
+    if (i != left_out && i != also) others.push_back(i);
+  return others;
+}
+
+void note_once(Texts& list, const std::string& attack, const std::string& text) {
+  for (const auto& item : list)
+    if (item.first == attack) return;
+  list.emplace_back(attack, text);
+}
+
+// The four LiRA variants (M, P), each run the target of the other M - 1
+// (Note [Leave-one-out LiRA]); the online shadows each used go to notes->online_shadows.
+Named lira_rows(const at::Tensor& phi, const at::Tensor& keep_f, Texts& refused, Texts& how,
+                AttackNotes* notes) {
+  const auto runs = phi.size(0);
+  const auto points = phi.size(2);
+  Named rows;
+  for (const char* name : {"lira_online_global", "lira_online_per_example", "lira_offline_global",
+                           "lira_offline_per_example"})
+    rows.emplace_back(name, torch::zeros({runs, points}, torch::kFloat64));
+  auto used = torch::zeros({runs, runs, points}, torch::kUInt8);
   for (std::int64_t j = 0; j < runs; ++j) {
-    // Shadows: every run but j.
-    std::vector<std::int64_t> others;
-    for (std::int64_t i = 0; i < runs; ++i)
-      if (i != j) others.push_back(i);
+    const auto others = all_but(runs, j);
     auto index = torch::tensor(others, torch::kInt64);
     const auto fitted = lira(phi.index_select(0, index), keep_f.index_select(0, index), phi[j],
                              shadow_drop_keys(others, j, points));
     for (const auto& [variant, text] : fitted.refused) note_once(refused, "lira_" + variant, text);
     for (const auto& [variant, text] : fitted.notes) note_once(how, "lira_" + variant, text);
-    for (const auto& [row, scores] :
-         {std::pair<at::Tensor*, const at::Tensor*>{&online_global, &fitted.online_global},
-          {&online_per_example, &fitted.online_per_example},
-          {&offline_global, &fitted.offline_global},
-          {&offline_per_example, &fitted.offline_per_example}})
-      if (scores->defined()) (*row)[j] = *scores;
+    const auto variants = fitted.variants();
+    for (std::size_t v = 0; v < variants.size(); ++v)
+      if (variants[v].second->defined()) rows[v].second[j] = *variants[v].second;
+    used[j].index_copy_(0, index, fitted.online_shadows);
   }
+  if (notes) notes->online_shadows = used;
+  return rows;
+}
 
-  // Threshold baselines on the target's own outputs, averaged over augmentations.
+// Threshold baselines on the target's own outputs, averaged over augmentations; and
+// p_label (M, A, P), the probability of the label, for RMIA.
+Named threshold_rows(const AttackInputs& inputs, at::Tensor& p_label) {
+  const auto runs = static_cast<std::int64_t>(inputs.logits.size());
+  const auto points = inputs.labels.size(0);
+  const auto augmentations = inputs.logits[0].size(0);
   auto loss = torch::zeros({runs, points}, torch::kFloat64);
   auto confidence = torch::zeros_like(loss);
   auto entropy = torch::zeros_like(loss);
   auto modified_entropy = torch::zeros_like(loss);
-  auto p_label = torch::zeros({runs, augmentations, points}, torch::kFloat64);
+  p_label = torch::zeros({runs, augmentations, points}, torch::kFloat64);
   auto label_index =
       inputs.labels.to(torch::kInt64).view({1, points, 1}).expand({augmentations, points, 1});
   for (std::int64_t j = 0; j < runs; ++j) {
@@ -350,51 +356,104 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
     auto mentr = -((1.0 - p_y) * torch::log(p_y.clamp_min(1e-300)) + wrong);
     modified_entropy[j] = -mentr.mean(0);
   }
+  return {{"loss", loss},
+          {"confidence", confidence},
+          {"entropy", entropy},
+          {"modified_entropy", modified_entropy}};
+}
 
-  // Offline RMIA (Zarifzadeh et al. 2024): Pr(x) from the OUT reference runs with the
-  // linear offline correction a; population z from points no run trained on.
-  auto rmia = torch::zeros({runs, points}, torch::kFloat64);
-  const bool have_population = !inputs.population_logits.empty();
-  if (have_population) {
-    const double a = inputs.rmia_a;
-    std::vector<at::Tensor> population_p;
-    for (const auto& logits : inputs.population_logits) {
-      auto p = probabilities(logits);
-      auto index = inputs.population_labels.to(torch::kInt64)
-                       .view({1, -1, 1})
-                       .expand({p.size(0), p.size(1), 1});
-      population_p.push_back(p.gather(-1, index).squeeze(-1).mean(0));  // (Z)
-    }
-    auto pop = torch::stack(population_p);  // (M, Z)
-    auto point_p = p_label.mean(1);         // (M, P)
-    for (std::int64_t j = 0; j < runs; ++j) {
-      std::vector<std::int64_t> others;
-      for (std::int64_t i = 0; i < runs; ++i)
-        if (i != j) others.push_back(i);
-      auto index = torch::tensor(others, torch::kInt64);
-      auto out = (1.0 - keep_f.index_select(0, index));
-      auto mean_out = (point_p.index_select(0, index) * out).sum(0) / out.sum(0).clamp_min(1.0);
-      auto pr_x = 0.5 * (1.0 + a) * mean_out + 0.5 * (1.0 - a);
-      auto pr_z = 0.5 * (1.0 + a) * pop.index_select(0, index).mean(0) + 0.5 * (1.0 - a);
-      auto ratio_x = point_p[j] / pr_x;
-      auto ratio_z = std::get<0>((pop[j] / pr_z).sort());
-      // Share of population points z with ratio_x / ratio_z > 1 (gamma = 1).
-      auto below = torch::searchsorted(ratio_z, ratio_x, /*out_int32=*/false, /*right=*/false);
-      rmia[j] = below.to(torch::kFloat64) / static_cast<double>(ratio_z.size(0));
+// Offline RMIA of run `target` against `references` (Zarifzadeh et al. 2024): Pr(x) from
+// the references OUT on x with the linear offline correction a; the share of population
+// points z with ratio_x / ratio_z > 1 (gamma = 1). point_p (M, P), pop (M, Z).
+at::Tensor rmia_run(const at::Tensor& point_p, const at::Tensor& pop, const at::Tensor& keep_f,
+                    std::int64_t target, const std::vector<std::int64_t>& references, double a) {
+  auto index = torch::tensor(references, torch::kInt64);
+  auto out = 1.0 - keep_f.index_select(0, index);
+  auto mean_out = (point_p.index_select(0, index) * out).sum(0) / out.sum(0).clamp_min(1.0);
+  auto pr_x = 0.5 * (1.0 + a) * mean_out + 0.5 * (1.0 - a);
+  auto pr_z = 0.5 * (1.0 + a) * pop.index_select(0, index).mean(0) + 0.5 * (1.0 - a);
+  auto ratio_x = point_p[target] / pr_x;
+  auto ratio_z = std::get<0>((pop[target] / pr_z).sort());
+  auto below = torch::searchsorted(ratio_z, ratio_x, /*out_int32=*/false, /*right=*/false);
+  return below.to(torch::kFloat64) / static_cast<double>(ratio_z.size(0));
+}
+
+// Note [RMIA's a]
+// The offline correction a is chosen as ML Privacy Meter does, from reference models
+// only: for target run j, one reference (run j + 1 mod M) plays the target, the other
+// references are its references, and a is the value on the grid 0, 0.1, ..., 1 whose
+// AUC against that reference's own membership is highest (points where it has no OUT
+// reference left out). The target's membership is never used.
+double tune_rmia_a(const at::Tensor& point_p, const at::Tensor& pop, const at::Tensor& keep_f,
+                   std::int64_t target) {
+  const auto runs = point_p.size(0);
+  const std::int64_t pseudo = (target + 1) % runs;
+  const auto references = all_but(runs, target, pseudo);
+  auto index = torch::tensor(references, torch::kInt64);
+  auto usable = (1.0 - keep_f.index_select(0, index)).sum(0).gt(0.0);
+  double best_a = 0.0, best_auc = -1.0;
+  for (int step = 0; step <= 10; ++step) {
+    const double a = 0.1 * step;
+    const auto scores = rmia_run(point_p, pop, keep_f, pseudo, references, a);
+    const double auc = roc_auc(scores.masked_select(usable), keep_f[pseudo].masked_select(usable));
+    if (auc > best_auc + 1e-12) {
+      best_auc = auc;
+      best_a = a;
     }
   }
+  return best_a;
+}
 
-  std::vector<std::pair<std::string, at::Tensor>> scores = {
-      {"lira_online_global", online_global},
-      {"lira_online_per_example", online_per_example},
-      {"lira_offline_global", offline_global},
-      {"lira_offline_per_example", offline_per_example},
-      {"loss", loss},
-      {"confidence", confidence},
-      {"entropy", entropy},
-      {"modified_entropy", modified_entropy}};
-  if (have_population) scores.emplace_back("rmia_offline", rmia);
-  std::vector<std::pair<std::string, at::Tensor>> kept;
+at::Tensor rmia_rows(const AttackInputs& inputs, const at::Tensor& p_label,
+                     const at::Tensor& keep_f, AttackNotes* notes) {
+  const auto runs = p_label.size(0);
+  std::vector<at::Tensor> population_p;
+  for (const auto& logits : inputs.population_logits) {
+    auto p = probabilities(logits);
+    auto index = inputs.population_labels.to(torch::kInt64)
+                     .view({1, -1, 1})
+                     .expand({p.size(0), p.size(1), 1});
+    population_p.push_back(p.gather(-1, index).squeeze(-1).mean(0));  // (Z)
+  }
+  auto pop = torch::stack(population_p);  // (M, Z)
+  auto point_p = p_label.mean(1);         // (M, P)
+  auto rmia = torch::zeros({runs, point_p.size(1)}, torch::kFloat64);
+  std::vector<double> chosen;
+  for (std::int64_t j = 0; j < runs; ++j) {
+    const double a = inputs.rmia_a >= 0 || runs < 3 ? std::max(inputs.rmia_a, 0.0)
+                                                    : tune_rmia_a(point_p, pop, keep_f, j);
+    chosen.push_back(a);
+    rmia[j] = rmia_run(point_p, pop, keep_f, j, all_but(runs, j), a);
+  }
+  if (notes) notes->rmia_a = chosen;
+  return rmia;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
+                                                              AttackNotes* notes) {
+  const auto runs = static_cast<std::int64_t>(inputs.logits.size());
+  if (runs < 2) throw Error("membership inference needs at least 2 runs");
+  // phi: (M, A, P)
+  std::vector<at::Tensor> phis;
+  for (std::int64_t j = 0; j < runs; ++j) {
+    // Summed over the classes (in float64): NaN or inf anywhere in a point's logits stays.
+    check_finite(inputs.logits[static_cast<std::size_t>(j)].to(torch::kFloat64).sum(-1),
+                 inputs.target, j, "logits");
+    phis.push_back(
+        logit_scaled_confidence(inputs.logits[static_cast<std::size_t>(j)], inputs.labels));
+    check_finite(phis.back(), inputs.target, j, "membership score");
+  }
+  const auto keep_f = inputs.keep.to(torch::kBool).to(torch::kFloat64);  // (M, P)
+  Texts refused, how;
+  auto scores = lira_rows(torch::stack(phis), keep_f, refused, how, notes);
+  at::Tensor p_label;
+  for (auto& row : threshold_rows(inputs, p_label)) scores.push_back(std::move(row));
+  if (!inputs.population_logits.empty())
+    scores.emplace_back("rmia_offline", rmia_rows(inputs, p_label, keep_f, notes));
+
+  Named kept;
   for (auto& [attack, values] : scores) {
     bool skip = false;
     for (const auto& item : refused) skip = skip || item.first == attack;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <numeric>
 
 #include "kr/comm/communicator.hpp"
@@ -114,18 +115,64 @@ bool deal_runs(comm::Communicator& comm, std::int64_t runs,
   return flag.item<std::int64_t>() != 0;
 }
 
-at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, bool mirror) {
-  std::vector<at::Tensor> per_augmentation;
-  for (int flip = 0; flip < (mirror ? 2 : 1); ++flip) {
-    std::vector<at::Tensor> chunks;
-    for (std::int64_t i = 0; i < images.size(0); i += 500) {
-      auto x = data::to_float(images.narrow(0, i, std::min<std::int64_t>(500, images.size(0) - i)));
-      if (flip) x = x.flip({3});
-      chunks.push_back(logits_of(x).to(torch::kFloat32));
+std::int64_t query_count(bool mirror, int shift) {
+  return (mirror ? 2 : 1) * (2 * shift + 1) * (2 * shift + 1);
+}
+
+at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, bool mirror,
+                        int shift) {
+  if (shift < 0) throw UsageError("query shift must be at least 0");
+  // Identity first, then the other shifts row by row; the same again mirrored.
+  std::vector<std::pair<int, int>> shifts = {{0, 0}};
+  for (int dy = -shift; dy <= shift; ++dy)
+    for (int dx = -shift; dx <= shift; ++dx)
+      if (dy != 0 || dx != 0) shifts.emplace_back(dy, dx);
+  std::vector<at::Tensor> per_query;
+  for (int flip = 0; flip < (mirror ? 2 : 1); ++flip)
+    for (const auto& [dy, dx] : shifts) {
+      std::vector<at::Tensor> chunks;
+      for (std::int64_t i = 0; i < images.size(0); i += 500) {
+        const auto n = std::min<std::int64_t>(500, images.size(0) - i);
+        auto x = data::to_float(images.narrow(0, i, n));
+        if (flip) x = x.flip({3});
+        if (dy != 0 || dx != 0) x = data::shift_images(x, dy, dx);
+        chunks.push_back(logits_of(x).to(torch::kFloat32));
+      }
+      per_query.push_back(torch::cat(chunks));
     }
-    per_augmentation.push_back(torch::cat(chunks));
+  return torch::stack(per_query).contiguous();
+}
+
+std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
+                                            const std::vector<std::int64_t>& candidates,
+                                            std::int64_t n, std::uint64_t seed, std::uint64_t tag) {
+  const auto label = labels.to(torch::kInt64).contiguous();
+  const auto* y = label.data_ptr<std::int64_t>();
+  // The candidates in a keyed random order, then dealt class by class: each class gets
+  // its share of n (largest remainders), drawn from the front of that order.
+  const auto order = keyed_subset(static_cast<std::int64_t>(candidates.size()),
+                                  static_cast<std::int64_t>(candidates.size()), seed, tag);
+  std::map<std::int64_t, std::vector<std::int64_t>> by_class;
+  for (auto o : order) by_class[y[candidates[o]]].push_back(candidates[o]);
+  const auto total = static_cast<double>(candidates.size());
+  n = std::min<std::int64_t>(n, static_cast<std::int64_t>(candidates.size()));
+  std::vector<std::pair<double, std::int64_t>> remainders;
+  std::map<std::int64_t, std::int64_t> share;
+  std::int64_t given = 0;
+  for (const auto& [c, rows] : by_class) {
+    const double exact = static_cast<double>(n) * static_cast<double>(rows.size()) / total;
+    share[c] = static_cast<std::int64_t>(std::floor(exact));
+    given += share[c];
+    remainders.emplace_back(-(exact - std::floor(exact)), c);
   }
-  return torch::stack(per_augmentation).contiguous();
+  std::sort(remainders.begin(), remainders.end());
+  for (std::size_t i = 0; given < n && i < remainders.size(); ++i, ++given)
+    share[remainders[i].second] += 1;
+  std::vector<std::int64_t> picked;
+  for (const auto& [c, rows] : by_class)
+    picked.insert(picked.end(), rows.begin(), rows.begin() + share[c]);
+  std::sort(picked.begin(), picked.end());
+  return picked;
 }
 
 void write_tensors(const std::string& path, const std::vector<NamedTensor>& tensors,
@@ -162,25 +209,32 @@ Json summarize_attack(const at::Tensor& scores, const at::Tensor& members, doubl
 }
 
 std::string attack_csv_header() {
-  return "target,attack,auc,auc_low,auc_high,balanced_accuracy,tpr_at_0.1%,tpr_at_1%,"
-         "tpr_at_10%,members,non_members,mean_test_accuracy,aop\n";
+  return "target,attack,tpr_at_0.1%,tpr_at_1%,auc,auc_low,auc_high,tpr_at_0.1%_low,"
+         "tpr_at_0.1%_high,tpr_at_1%_low,tpr_at_1%_high,tpr_at_10%,balanced_accuracy,members,"
+         "non_members,mean_test_accuracy,aop\n";
 }
 
 std::string attack_csv_row(const std::string& target, const std::string& attack,
                            const Json& figures, double accuracy) {
-  const auto& auc_interval = figures.at("bootstrap_95").at("auc");
-  const double auc = figures.at("auc").get<double>();
-  char row[400];
-  std::snprintf(row, sizeof row, "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
-                target.c_str(), attack.c_str(), auc,
-                auc_interval.empty() ? auc : auc_interval[0].get<double>(),
-                auc_interval.empty() ? auc : auc_interval[1].get<double>(),
-                figures.at("balanced_accuracy").get<double>(),
-                figures.at("tpr_at_0.1%").get<double>(), figures.at("tpr_at_1%").get<double>(),
-                figures.at("tpr_at_10%").get<double>(),
-                static_cast<long long>(figures.at("members").get<std::int64_t>()),
-                static_cast<long long>(figures.at("non_members").get<std::int64_t>()), accuracy,
-                figures.at("aop").get<double>());
+  // Headline first: TPR at 0.1 % and 1 % FPR, then AUC, each with its 95 % interval
+  // (the point itself when no bootstrap ran).
+  const auto& ci = figures.at("bootstrap_95");
+  const auto bound = [&](const char* key, int side) {
+    const double point = figures.at(key).get<double>();
+    return ci.contains(key) && ci.at(key).size() == 2 ? ci.at(key)[side].get<double>() : point;
+  };
+  char row[512];
+  std::snprintf(
+      row, sizeof row,
+      "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f\n",
+      target.c_str(), attack.c_str(), figures.at("tpr_at_0.1%").get<double>(),
+      figures.at("tpr_at_1%").get<double>(), figures.at("auc").get<double>(), bound("auc", 0),
+      bound("auc", 1), bound("tpr_at_0.1%", 0), bound("tpr_at_0.1%", 1), bound("tpr_at_1%", 0),
+      bound("tpr_at_1%", 1), figures.at("tpr_at_10%").get<double>(),
+      figures.at("balanced_accuracy").get<double>(),
+      static_cast<long long>(figures.at("members").get<std::int64_t>()),
+      static_cast<long long>(figures.at("non_members").get<std::int64_t>()), accuracy,
+      figures.at("aop").get<double>());
   return row;
 }
 
@@ -193,6 +247,8 @@ TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, 
   const auto all = attack_scores(named, &notes);
   for (const auto& [attack, why] : notes.refused) audit.refused[attack] = why;
   for (const auto& [attack, how] : notes.notes) audit.notes[attack] = how;
+  audit.online_shadows = notes.online_shadows;
+  audit.rmia_a = notes.rmia_a;
   for (const auto& [attack, scores] : all) {
     audit.raw.emplace_back(attack, scores);
     audit.attacks[attack] = summarize_attack(scores, inputs.keep, accuracy, bootstrap, seed);

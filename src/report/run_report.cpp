@@ -46,16 +46,19 @@ Json summarize_run(const RunResults& run) {
                {"generator", get(run.generator, "model")},
                {"generator_quality", get(run.generator, "quality")},
                {"pool_size", get(run.generate, "total")}};
-  for (const std::string target : {"teacher", "student", "student_hard"}) {
+  for (const std::string target : {"teacher", "teacher_reg", "student", "student_hard"}) {
     const auto attack = lira(run, target);
     if (attack.is_null()) continue;
     summary["mia_" + target] = Json{
-        {"lira_online_auc", attack.at("auc")},
         {"tpr_at_0.1%", attack.at("tpr_at_0.1%")},
         {"tpr_at_1%", attack.at("tpr_at_1%")},
+        {"lira_online_auc", attack.at("auc")},
+        {"bootstrap_95", attack.value("bootstrap_95", Json::object())},
         {"aop", attack.at("aop")},
         {"recipe_mean_test_accuracy", run.mia.at("targets").at(target).at("mean_test_accuracy")}};
   }
+  if (!run.mia.is_null() && run.mia.contains("recipe"))
+    summary["mia_recipe"] = run.mia.at("recipe").at("audited");
   if (!run.tckr.is_null())
     for (const auto& target : run.tckr.at("targets").items())
       summary["tckr_" + target.key()] =
@@ -102,40 +105,71 @@ void accuracy_section(std::ostringstream& html, const RunResults& run, const Jso
          << " points</b> (teacher minus student).</p>\n";
 }
 
+// "lo-hi" of a 95 % interval in `ci` under `key`, or "-".
+std::string interval_text(const Json& ci, const std::string& key, const char* format = "%.4f") {
+  if (!ci.contains(key) || ci.at(key).size() != 2) return "-";
+  return number(ci.at(key)[0], format) + " to " + number(ci.at(key)[1], format);
+}
+
 void membership_section(std::ostringstream& html, const RunResults& run) {
   if (run.mia.is_null()) return;
-  {
-    html << "<h3>Membership inference (" << escape(run.mia.value("protocol", ""))
-         << "; M = " << run.mia.value("runs", 0) << ", pool " << run.mia.value("pool_size", 0)
-         << ")</h3>\n<table><tr><th>target</th><th>attack</th><th>AUC</th>"
-            "<th>95 % CI</th><th>balanced acc.</th><th>TPR@0.1 %</th><th>TPR@1 %</th><th>TPR@10 "
-            "%</th><th>OUT scores</th><th>AOP</th></tr>";
-    for (const auto& target : run.mia.at("targets").items()) {
-      for (const auto& attack : target.value().at("attacks").items()) {
-        const auto& a = attack.value();
-        const auto& ci = a.at("bootstrap_95").at("auc");
-        html << "<tr><td>" << escape(target.key()) << "</td><td>" << escape(attack.key())
-             << "</td><td>" << number(a.at("auc")) << "</td><td>"
-             << (ci.size() == 2 ? number(ci[0]) + "-" + number(ci[1]) : "-") << "</td><td>"
-             << number(a.at("balanced_accuracy")) << "</td><td>" << number(a.at("tpr_at_0.1%"))
-             << "</td><td>" << number(a.at("tpr_at_1%")) << "</td><td>"
-             << number(a.at("tpr_at_10%")) << "</td><td>" << a.at("non_members") << "</td><td>"
-             << percent(a.at("aop")) << "</td></tr>";
-      }
+  // Headline first: TPR at 0.1 % and 1 % FPR, then AUC, each with its point-bootstrap
+  // interval; the audited recipe named, and the audited runs' own accuracy beside them.
+  html << "<h3>Membership inference (" << escape(run.mia.value("protocol", "")) << ")</h3>\n";
+  if (run.mia.contains("recipe"))
+    html << "<p>Audited recipe: " << escape(run.mia.at("recipe").value("audited", ""))
+         << ". Every figure below is of these runs; " << escape("the shipped models' accuracy")
+         << " elsewhere in this report is not what was attacked.</p>\n";
+  html << "<table><tr><th>target</th><th>attack</th><th>TPR@0.1 %</th><th>95 % CI</th>"
+          "<th>TPR@1 %</th><th>95 % CI</th><th>AUC</th><th>95 % CI</th><th>TPR@10 %</th>"
+          "<th>audited runs' test acc.</th><th>OUT scores</th><th>AOP</th></tr>";
+  for (const auto& target : run.mia.at("targets").items()) {
+    for (const auto& attack : target.value().at("attacks").items()) {
+      const auto& a = attack.value();
+      const auto ci = a.value("bootstrap_95", Json::object());
+      html << "<tr><td>" << escape(target.key()) << "</td><td>" << escape(attack.key())
+           << "</td><td>" << number(a.at("tpr_at_0.1%")) << "</td><td>"
+           << interval_text(ci, "tpr_at_0.1%") << "</td><td>" << number(a.at("tpr_at_1%"))
+           << "</td><td>" << interval_text(ci, "tpr_at_1%") << "</td><td>" << number(a.at("auc"))
+           << "</td><td>" << interval_text(ci, "auc") << "</td><td>" << number(a.at("tpr_at_10%"))
+           << "</td><td>" << percent(target.value().at("mean_test_accuracy")) << "</td><td>"
+           << a.at("non_members") << "</td><td>" << percent(a.at("aop")) << "</td></tr>";
     }
-    html << "</table>\n";
-    std::vector<Series> curves;
-    for (const auto& target : run.mia.at("targets").items()) {
-      const auto& roc = target.value().at("attacks").at("lira_online_global").at("roc");
-      curves.push_back(Series{
-          target.key() + " (AUC " +
-              number(target.value().at("attacks").at("lira_online_global").at("auc"), "%.3f") + ")",
-          roc.at("fpr").get<std::vector<double>>(), roc.at("tpr").get<std::vector<double>>()});
-    }
-    html << svg_plot("LiRA online ROC (log-log)", "false positive rate", "true positive rate",
-                     curves, true, true)
-         << "\n";
   }
+  html << "</table>\n";
+  if (run.mia.contains("paired") && !run.mia.at("paired").empty()) {
+    html << "<p>Paired differences (A minus B on the same resampled points; \"A leaks more\" "
+            "holds at 95 % where the interval excludes 0):</p>\n<table><tr><th>A - B</th>"
+            "<th>attack</th><th>TPR@0.1 %</th><th>95 % CI</th><th>TPR@1 %</th><th>95 % CI</th>"
+            "<th>AUC</th><th>95 % CI</th></tr>";
+    for (const auto& pair : run.mia.at("paired").items())
+      for (const auto& attack : pair.value().items()) {
+        if (attack.key().rfind("lira_", 0) != 0) continue;
+        const auto& d = attack.value();
+        const auto cell = [&](const std::string& key) {
+          const bool excludes = d.value(key + "_95_excludes_0", false);
+          return "<td>" + number(d.at(key), "%+.4f") + "</td><td>" + (excludes ? "<b>" : "") +
+                 (d.at(key + "_95").size() == 2 ? number(d.at(key + "_95")[0], "%+.4f") + " to " +
+                                                      number(d.at(key + "_95")[1], "%+.4f")
+                                                : std::string("-")) +
+                 (excludes ? "</b>" : "") + "</td>";
+        };
+        html << "<tr><td>" << escape(pair.key()) << "</td><td>" << escape(attack.key()) << "</td>"
+             << cell("tpr_at_0.1%") << cell("tpr_at_1%") << cell("auc") << "</tr>";
+      }
+    html << "</table>\n";
+  }
+  std::vector<Series> curves;
+  for (const auto& target : run.mia.at("targets").items()) {
+    const auto& roc = target.value().at("attacks").at("lira_online_global").at("roc");
+    curves.push_back(Series{
+        target.key() + " (AUC " +
+            number(target.value().at("attacks").at("lira_online_global").at("auc"), "%.3f") + ")",
+        roc.at("fpr").get<std::vector<double>>(), roc.at("tpr").get<std::vector<double>>()});
+  }
+  html << svg_plot("LiRA online ROC (log-log)", "false positive rate", "true positive rate", curves,
+                   true, true)
+       << "\n";
 }
 
 void tckr_section(std::ostringstream& html, const RunResults& run) {

@@ -5,6 +5,7 @@
 // the target of the others.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -41,7 +42,9 @@ struct MiaOptions {
   std::int64_t shadow_epochs = 0;
   bool hard_control = false;
   std::int64_t population = 1000;
-  double rmia_a = 0.3;
+  std::int64_t query_shift = 1;
+  std::int64_t run_test = 2000;
+  double rmia_a = -1;
   int bootstrap = 200;
   std::string protocol;
   std::int64_t tckr_members = 1000;
@@ -60,8 +63,10 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("pipeline", &options.pipeline, "kr", "pipeline each run replays (jobs/<name>.pipeline or a file): its training steps (train-teacher, train-generator, generate, distill), in its order and run directories")
       ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step (0: as configured)").at_least(0)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
-      ("population", &options.population, 1000, "val images used as RMIA's population (never trained on)").at_least(1)
-      ("rmia-a", &options.rmia_a, 0.3, "RMIA's offline correction a").range(0, 1)
+      ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
+      ("run-test", &options.run_test, 2000, "test images (random, stratified by class) each membership run is evaluated on: the accuracy shown beside its attack figures; the full split costs more than the audit at small sizes").at_least(1)
+      ("query-shift", &options.query_shift, 1, "queries: every crop shift of up to this many pixels (as the training crop moves images), each also mirrored where the data allows flips: (2s+1)^2 x 2 queries, averaged per attack as LiRA does; 0: identity and mirror").range(0, 8)
+      ("rmia-a", &options.rmia_a, -1.0, "RMIA's offline correction a in [0, 1]; -1: chosen for each target run from its reference runs as ML Privacy Meter does (Note [RMIA's a])").range(-1, 1)
       ("bootstrap", &options.bootstrap, 200, "bootstrap resamples for the 95 % intervals").at_least(0)
       ("protocol", &options.protocol, "lira", "lira: leave-one-out over the recipe's runs; tckr: TCKR's published protocol (shadows on test halves, best of 12 variants; uses test, labelled so)")
       ("tckr-members", &options.tckr_members, 1000, "tckr: train members and as many test non-members in the challenge set").at_least(1)
@@ -102,13 +107,14 @@ double test_accuracy(const std::string& workdir, const std::string& results) {
 }
 
 struct Target {
-  std::string name;       // teacher, student, student_hard
+  std::string name;       // teacher, teacher_reg, student, student_hard
   std::string directory;  // run-relative
   std::string results;    // its results file, results/<results>.json, with test_accuracy
 };
 
 const std::vector<Target>& all_targets() {
   static const std::vector<Target> targets = {{"teacher", "teacher", "teacher"},
+                                              {"teacher_reg", "teacher-reg", "teacher-reg"},
                                               {"student", "student", "distill"},
                                               {"student_hard", "student-hard", "distill-hard"}};
   return targets;
@@ -134,11 +140,17 @@ void write_run_data(const std::string& run_dir, const data::Dataset& dataset,
 // Replays `steps` in <run_dir> (its data in <run_dir>/data) through the pipeline
 // runner on a single-rank communicator (whole runs are dealt to ranks), skipping steps
 // already complete. Returns false when a step was preempted.
-bool replay_run(Context& context, const MiaOptions& options, const std::string& run_dir,
-                std::vector<PipelineStep> steps, std::uint64_t seed) {
+std::vector<std::string> replay_common(const Context& context, const std::string& run_dir,
+                                       std::uint64_t seed) {
   const auto config = context.get<std::string>("config");
   std::vector<std::string> common = {"--workdir", run_dir, "--seed", std::to_string(seed)};
   if (!config.empty()) common.insert(common.begin(), {"--config", config});
+  return common;
+}
+
+bool replay_run(Context& context, const MiaOptions& options, const std::string& run_dir,
+                std::vector<PipelineStep> steps, std::uint64_t seed) {
+  const auto common = replay_common(context, run_dir, seed);
   if (options.shadow_epochs > 0)
     for (auto& step : steps)
       if (step.step != "generate")
@@ -204,8 +216,72 @@ struct LiraAudit {
   at::Tensor keep;                         // (M, P) uint8
   std::vector<std::int64_t> pool_indices;  // train rows of the pool's points
   data::ImageSet pool, population;
+  data::ImageSet run_test;                    // what each run is evaluated on
+  std::vector<std::int64_t> population_rows;  // rows of population_split
+  std::string population_split;               // train or val
   bool mirror = false;
+  int query_shift = 0;
+  Json regularised;  // the regularised teacher's settings (null: none)
 };
+
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
+// Note [Regularised teacher]
+// The student trains with label smoothing and mixup, the teacher with neither: a student
+// that leaks less might owe it to its regularisers, not to synthetic data. Each run also
+// trains a teacher on its real members with the distill step's smoothing, mixup and
+// epochs (`teacher-reg`), so the audit separates "synthetic data" from "regularisation".
+void add_regularised_teacher(const Context& context, const MiaOptions& options, LiraAudit& audit) {
+  const auto distill =
+      std::find_if(audit.replay.begin(), audit.replay.end(),
+                   [](const PipelineStep& step) { return step.step == "distill"; });
+  const bool teacher = std::any_of(audit.replay.begin(), audit.replay.end(),
+                                   [](const PipelineStep& s) { return s.step == "train-teacher"; });
+  if (distill == audit.replay.end() || !teacher) return;
+  const auto resolved =
+      resolve_step_options(context, *distill, audit.out, replay_common(context, audit.out, 0));
+  const double smoothing = resolved.values["label-smoothing"].as<double>();
+  const double mixup = resolved.values["mixup"].as<double>();
+  const auto epochs = options.shadow_epochs > 0 ? options.shadow_epochs
+                                                : resolved.values["epochs"].as<std::int64_t>();
+  std::vector<std::string> args = {"--out",       "{workdir}/teacher-reg", "--results-name",
+                                   "teacher-reg", "--label-smoothing",     number_text(smoothing),
+                                   "--mixup",     number_text(mixup)};
+  if (options.shadow_epochs == 0) args.insert(args.end(), {"--epochs", std::to_string(epochs)});
+  audit.replay.push_back(PipelineStep{"train-teacher", "teacher-reg", args});
+  audit.regularised = Json{{"label_smoothing", smoothing},
+                           {"mixup", mixup},
+                           {"epochs", epochs},
+                           {"what",
+                            "a teacher on the run's real members with the student's "
+                            "label smoothing, mixup and epochs (Note [Regularised teacher])"}};
+}
+
+// RMIA's population: train images outside the pool (no run trained on them), random and
+// stratified by class; val, which the runs only select on, when train has too few.
+void choose_population(const MiaOptions& options, LiraAudit& audit) {
+  const auto& dataset = audit.dataset;
+  std::vector<char> in_pool(static_cast<std::size_t>(dataset.train.size()), 0);
+  for (auto row : audit.pool_indices) in_pool[static_cast<std::size_t>(row)] = 1;
+  std::vector<std::int64_t> unused;
+  for (std::int64_t row = 0; row < dataset.train.size(); ++row)
+    if (!in_pool[static_cast<std::size_t>(row)]) unused.push_back(row);
+  const data::ImageSet* source = &dataset.train;
+  audit.population_split = "train";
+  if (static_cast<std::int64_t>(unused.size()) < options.population) {
+    unused.resize(static_cast<std::size_t>(dataset.val.size()));
+    std::iota(unused.begin(), unused.end(), 0);
+    source = &dataset.val;
+    audit.population_split = "val";
+  }
+  audit.population_rows = privacy::stratified_subset(source->labels, unused, options.population,
+                                                     audit.seed, 0x706f7075 /* "popu" */);
+  audit.population = data::take(*source, audit.population_rows);
+}
 
 LiraAudit plan_lira(const Context& context, const MiaOptions& options,
                     const std::string& data_path) {
@@ -218,7 +294,10 @@ LiraAudit plan_lira(const Context& context, const MiaOptions& options,
         "--runs must be at least 4: with leave-one-out each point then has IN and OUT "
         "shadows (M = 2 leaves every point with one kind only)");
   audit.replay = replayed_steps(options.pipeline);
-  for (const auto& step : audit.replay) audit.replay_names.push_back(step.step);
+  add_regularised_teacher(context, options, audit);
+  for (const auto& step : audit.replay)
+    audit.replay_names.push_back(step.step +
+                                 (step.directory == "teacher-reg" ? " (regularised)" : ""));
   if (options.hard_control)
     audit.replay.push_back(PipelineStep{"distill",
                                         "student-hard",
@@ -233,11 +312,14 @@ LiraAudit plan_lira(const Context& context, const MiaOptions& options,
   audit.pool_indices =
       privacy::keyed_subset(dataset.train.size(), pool_size, audit.seed, 0x706f6f6c /* "pool" */);
   audit.pool = data::take(dataset.train, audit.pool_indices);
-  std::vector<std::int64_t> population(
-      static_cast<std::size_t>(std::min(options.population, dataset.val.size())));
-  std::iota(population.begin(), population.end(), 0);
-  audit.population = data::take(dataset.val, population);
+  choose_population(options, audit);
+  std::vector<std::int64_t> test_rows(static_cast<std::size_t>(dataset.test.size()));
+  std::iota(test_rows.begin(), test_rows.end(), 0);
+  audit.run_test = data::take(
+      dataset.test, privacy::stratified_subset(dataset.test.labels, test_rows, options.run_test,
+                                               audit.seed, 0x72746573 /* "rtes" */));
   audit.mirror = dataset.info.hflip;
+  audit.query_shift = static_cast<int>(options.query_shift);
   return audit;
 }
 
@@ -249,7 +331,7 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
   std::vector<std::int64_t> members;
   for (auto x : privacy::kept_positions(audit.keep[j])) members.push_back(audit.pool_indices[x]);
   const auto& dataset = audit.dataset;
-  write_run_data(run_dir, dataset, dataset.train, members, dataset.test,
+  write_run_data(run_dir, dataset, dataset.train, members, audit.run_test,
                  dataset.info.name + "-mia-run-" + std::to_string(j));
   if (!replay_run(context, options, run_dir, audit.replay,
                   audit.seed + 1 + static_cast<std::uint64_t>(j)))
@@ -266,11 +348,11 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
     if (!path_exists(run_dir + "/" + target.directory + "/model.json")) continue;
     auto model = load_classifier(run_dir + "/" + target.directory, dataset.info.channels,
                                  dataset.info.classes);
-    logits.push_back(
-        {target.name, privacy::query_logits(logits_of(model), audit.pool.images, audit.mirror)});
-    logits.push_back(
-        {target.name + "_population",
-         privacy::query_logits(logits_of(model), audit.population.images, audit.mirror)});
+    logits.push_back({target.name, privacy::query_logits(logits_of(model), audit.pool.images,
+                                                         audit.mirror, audit.query_shift)});
+    logits.push_back({target.name + "_population",
+                      privacy::query_logits(logits_of(model), audit.population.images, audit.mirror,
+                                            audit.query_shift)});
     record.targets.emplace_back(
         target.name,
         privacy::RunTarget{model.weights_sha256, test_accuracy(run_dir, target.results)});
@@ -289,14 +371,62 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
   return true;
 }
 
-// Rank 0: every attack on every target the runs trained; writes scores.h5 and returns
-// the targets' figures (and their CSV rows in `csv`).
+// What a third party needs to recompute every LiRA figure without kr (Note [Audit
+// export]): written beside scores.h5 with a README of its layout.
+struct Export {
+  std::vector<privacy::NamedTensor> tensors;
+  void add_target(const std::string& name, const privacy::AttackInputs& inputs,
+                  const privacy::TargetAudit& result) {
+    tensors.push_back({name + "/logits", torch::stack(inputs.logits).contiguous()});
+    tensors.push_back(
+        {name + "/population_logits", torch::stack(inputs.population_logits).contiguous()});
+    tensors.push_back({name + "/online_shadows", result.online_shadows});
+  }
+};
+
+// Note [Audit export]
+// <out>/export.h5: keep (M, P) uint8, labels (P) int64, population_labels (Z) int64, and
+// per target (teacher, teacher_reg, student, student_hard) a group with logits
+// (M, A, P, K) float32 (run j's logits of every pool point under every query),
+// population_logits (M, A, Z, K), and online_shadows (M, M, P) uint8: for target run j,
+// shadow run i and point x, 1 when i served as an IN shadow of x in online LiRA, 2 as OUT,
+// 0 not used (the balanced subset, Note [Balanced leave-one-out shadows]). Offline LiRA
+// uses every OUT shadow. tools/mia-recompute recomputes the LiRA rows from this file alone.
+const char* const kExportReadme =
+    R"(# export.h5: a kr membership audit, for recomputing it without kr
+
+Root datasets:
+- `keep` (M, P) uint8: keep[j][x] = 1 when run j trained on pool point x.
+- `labels` (P) int64: the label of each pool point.
+- `population_labels` (Z) int64: labels of RMIA's population (points no run trained on).
+
+One group per attacked model kind (`teacher`, `teacher_reg`, `student`, `student_hard`):
+- `logits` (M, A, P, K) float32: run j's logits for pool point x under query a
+  (queries: crop shifts, each also mirrored; identity first; attribute `queries` of the root).
+- `population_logits` (M, A, Z, K) float32: the same for the population.
+- `online_shadows` (M, M, P) uint8: for target run j, shadow run i and point x: 1 when run i
+  was one of x's IN shadows in online LiRA, 2 an OUT shadow, 0 not used (equal numbers of IN
+  and OUT shadows per point). Offline LiRA uses every OUT shadow i != j.
+
+Scores (Carlini et al. 2022): phi = z_y - logsumexp_{k != y} z_k in float64 per query;
+Gaussian fits per query; a score is the mean over queries of the per-query log-likelihood
+ratio (online) or log Phi((phi - mean_out) / std_out) (offline). Global variance: squared
+deviations pooled over points and shadows, one degree of freedom per point mean; when the
+balanced online fit has no degree of freedom, the variance pools every leave-one-out
+shadow of the kind. Standard deviations are floored at 1e-3 (variance 1e-6). Every run is
+the target of the other M - 1; the M x P scores are pooled for the ROC. TPR at FPR f is the
+largest TPR over thresholds whose FPR <= f. tools/mia-recompute does all of this.
+)";
+
+// Rank 0: every attack on every target the runs trained; writes scores.h5 and export.h5
+// and returns the targets' figures (and their CSV rows in `csv`).
 Json score_lira(const MiaOptions& options, const LiraAudit& audit,
                 const std::vector<privacy::MembershipRun>& records, std::string& csv,
                 Json& paired) {
   Json targets = Json::object();
   std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> raw;
   std::vector<privacy::NamedTensor> scores{{"keep", audit.keep}};
+  Export exported;
   for (const auto& target : all_targets()) {
     privacy::AttackInputs inputs;
     double accuracy_sum = 0;
@@ -324,44 +454,107 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
     scores.insert(scores.end(), result.scores.begin(), result.scores.end());
     raw[target.name] = result.raw;
     csv += result.csv;
+    exported.add_target(target.name, inputs, result);
     for (const auto& item : result.refused.items())
       log::warn("mia: " + target.name + ": " + item.key() +
                 " not computed: " + item.value().get<std::string>());
     targets[target.name] = Json{{"mean_test_accuracy", accuracy},
                                 {"attacks", result.attacks},
                                 {"refused_attacks", result.refused},
-                                {"attack_notes", result.notes}};
+                                {"attack_notes", result.notes},
+                                {"rmia_a", result.rmia_a}};
   }
   privacy::write_tensors(audit.out + "/scores.h5", scores);
-  // "A leaks less than B": teacher minus each student on the same resampled points
-  // (Note [Point bootstrap]); the claim holds where an interval excludes 0.
+  exported.tensors.insert(exported.tensors.begin(),
+                          {{"keep", audit.keep},
+                           {"labels", audit.pool.labels.to(torch::kInt64)},
+                           {"population_labels", audit.population.labels.to(torch::kInt64)}});
+  privacy::write_tensors(audit.out + "/export.h5", exported.tensors,
+                         "kr membership audit export: see export-README.md beside this file");
+  write_file_atomic(audit.out + "/export-README.md", kExportReadme);
+  // "A leaks less than B": A minus B on the same resampled points (Note [Point
+  // bootstrap]); the claim holds where an interval excludes 0.
   paired = Json::object();
-  for (const std::string other : {"student", "student_hard"}) {
-    if (!raw.count("teacher") || !raw.count(other)) continue;
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+           {"teacher", "student"}, {"teacher", "student_hard"}, {"teacher_reg", "student"}}) {
+    if (!raw.count(a) || !raw.count(b)) continue;
     Json by_attack = Json::object();
-    for (const auto& [attack, teacher_scores] : raw["teacher"])
-      for (const auto& [other_attack, other_scores] : raw[other])
-        if (attack == other_attack)
-          by_attack[attack] = privacy::paired_difference(teacher_scores, audit.keep, other_scores,
-                                                         audit.keep, options.bootstrap, audit.seed);
-    paired["teacher-" + other] = by_attack;
+    for (const auto& [attack, a_scores] : raw[a])
+      for (const auto& [b_attack, b_scores] : raw[b])
+        if (attack == b_attack)
+          by_attack[attack] = privacy::paired_difference(a_scores, audit.keep, b_scores, audit.keep,
+                                                         options.bootstrap, audit.seed);
+    paired[a + "-" + b] = by_attack;
   }
   return targets;
 }
 
-void log_lira(const Json& targets) {
+// "[lo, hi]" of a 95 % interval, or "" when none was computed.
+std::string range_text(const Json& range, const char* format = "[%.4f, %.4f]") {
+  if (!range.is_array() || range.size() != 2) return "";
+  char text[64];
+  std::snprintf(text, sizeof text, format, range[0].get<double>(), range[1].get<double>());
+  return text;
+}
+
+// The printed table: TPR at 0.1 % and 1 % FPR first, then AUC (Carlini et al.: the
+// average case hides the worst-case points), each with its point-bootstrap interval,
+// beside the accuracy of the audited runs themselves.
+void log_lira(const Json& targets, const Json& paired, const std::string& recipe) {
+  log::info("mia: audited recipe: " + recipe);
   for (const auto& item : targets.items()) {
     const auto& lira = item.value().at("attacks").at("lira_online_global");
-    char line[240];
-    std::snprintf(line, sizeof line,
-                  "mia: %-12s acc %.2f %%  LiRA online AUC %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f  "
-                  "(%lld OUT scores)",
-                  item.key().c_str(), 100.0 * item.value().at("mean_test_accuracy").get<double>(),
-                  lira.at("auc").get<double>(), lira.at("tpr_at_0.1%").get<double>(),
-                  lira.at("tpr_at_1%").get<double>(),
-                  static_cast<long long>(lira.at("non_members").get<std::int64_t>()));
+    const auto& ci = lira.at("bootstrap_95");
+    char line[400];
+    std::snprintf(
+        line, sizeof line,
+        "mia: %-12s audited runs' acc %.2f %%  LiRA online: TPR@0.1%% %.4f %s  "
+        "TPR@1%% %.4f %s  AUC %.4f %s",
+        item.key().c_str(), 100.0 * item.value().at("mean_test_accuracy").get<double>(),
+        lira.at("tpr_at_0.1%").get<double>(), range_text(ci.value("tpr_at_0.1%", Json())).c_str(),
+        lira.at("tpr_at_1%").get<double>(), range_text(ci.value("tpr_at_1%", Json())).c_str(),
+        lira.at("auc").get<double>(), range_text(ci.value("auc", Json())).c_str());
     log::info(line);
   }
+  for (const auto& pair : paired.items()) {
+    if (!pair.value().contains("lira_online_global")) continue;
+    const auto& d = pair.value().at("lira_online_global");
+    const char* f = "[%+.4f, %+.4f]";
+    char line[320];
+    std::snprintf(line, sizeof line,
+                  "mia: %s (LiRA online, paired point bootstrap): TPR@0.1%% %+.4f %s  TPR@1%% "
+                  "%+.4f %s  AUC %+.4f %s",
+                  pair.key().c_str(), d.at("tpr_at_0.1%").get<double>(),
+                  range_text(d.at("tpr_at_0.1%_95"), f).c_str(), d.at("tpr_at_1%").get<double>(),
+                  range_text(d.at("tpr_at_1%_95"), f).c_str(), d.at("auc").get<double>(),
+                  range_text(d.at("auc_95"), f).c_str());
+    log::info(line);
+  }
+}
+
+// The audited recipe in words: runs, members, pool, epochs per step, queries.
+std::string recipe_text(const MiaOptions& options, const LiraAudit& audit) {
+  std::string steps;
+  for (const auto& name : audit.replay_names) steps += (steps.empty() ? "" : ", ") + name;
+  return "M = " + std::to_string(audit.runs) + " runs of " + steps + " on " +
+         std::to_string(audit.pool.size() / 2) + " members each (half of a " +
+         std::to_string(audit.pool.size()) + "-image pool), " +
+         (options.shadow_epochs > 0 ? std::to_string(options.shadow_epochs) + " epochs per step"
+                                    : std::string("epochs as configured")) +
+         ", " + std::to_string(privacy::query_count(audit.mirror, audit.query_shift)) +
+         " queries per point; each run's accuracy on " + std::to_string(audit.run_test.size()) +
+         " test images";
+}
+
+Json queries_json(const LiraAudit& audit) {
+  return Json{{"count", privacy::query_count(audit.mirror, audit.query_shift)},
+              {"shift", audit.query_shift},
+              {"mirror", audit.mirror},
+              {"what",
+               "every crop shift (dy, dx) in [-shift, shift]^2 (zero fill, as the "
+               "training crop)" +
+                   std::string(audit.mirror ? ", each also mirrored" : "") +
+                   "; scores averaged over queries per attack"}};
 }
 
 // Rank 0: scores the runs and writes results/mia.{json,csv}.
@@ -388,11 +581,24 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
       {"members_per_run", audit.pool.size() / 2},
       {"replay", audit.replay_names},
       {"shadow_epochs", options.shadow_epochs},
-      {"query_augmentations", audit.mirror ? "identity, mirror" : "identity"},
-      {"rmia", Json{{"a", options.rmia_a},
-                    {"gamma", 1.0},
-                    {"population",
-                     std::to_string(audit.population.size()) + " val images (never trained on)"}}},
+      {"queries", queries_json(audit)},
+      {"headline", Json::array({"tpr_at_0.1%", "tpr_at_1%", "auc"})},
+      {"recipe", Json{{"audited", recipe_text(options, audit)},
+                      {"note",
+                       "every AUC and TPR here is of the audited recipe's runs (their own "
+                       "accuracy is mean_test_accuracy per target); the shipped models "
+                       "below are not what was attacked"}}},
+      {"regularised_teacher", audit.regularised},
+      {"rmia",
+       Json{{"a", options.rmia_a >= 0 ? Json(options.rmia_a)
+                                      : Json("per target run, from its reference runs "
+                                             "(Note [RMIA's a]): targets.*.rmia_a")},
+            {"gamma", 1.0},
+            {"population", std::to_string(audit.population.size()) + " " + audit.population_split +
+                               (audit.population_split == "train"
+                                    ? " images outside the pool (no run trained on them)"
+                                    : " images (train is all in the pool; runs select on val)") +
+                               ", random, stratified by class"}}},
       {"variance_note",
        "online LiRA scores each point with equal numbers of IN and OUT shadows (M/2 - 1 "
        "each, the majority kind dropped at random; unbiased without signal); offline "
@@ -401,7 +607,11 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
        "per-example variances from so few shadows are noisy at small M, so the "
        "global-variance attacks are the headline"},
       {"shipped", Json{{"teacher_test_accuracy", shipped("teacher")},
-                       {"student_test_accuracy", shipped("distill")}}},
+                       {"student_test_accuracy", shipped("distill")},
+                       {"note", "the shipped models' accuracy, for reference: not audited"}}},
+      {"export", Json{{"file", audit.out + "/export.h5"},
+                      {"readme", audit.out + "/export-README.md"},
+                      {"recompute", "tools/mia-recompute " + audit.out + "/export.h5"}}},
       {"targets", targets},
       {"paired", paired},
       {"bootstrap", Json{{"rounds", options.bootstrap},
@@ -414,26 +624,7 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
       {"world_size", context.comm.size()}};
   report::write_results_csv(context.workdir(), "mia", csv);
   report::write_results(context.workdir(), "mia", results);
-  log_lira(targets);
-  for (const auto& pair : paired.items()) {
-    if (!pair.value().contains("lira_online_global")) continue;
-    const auto& d = pair.value().at("lira_online_global");
-    const auto range = [&](const char* key) {
-      char text[64];
-      std::snprintf(text, sizeof text, "[%+.4f, %+.4f]", d.at(key)[0].get<double>(),
-                    d.at(key)[1].get<double>());
-      return std::string(text);
-    };
-    char line[320];
-    std::snprintf(line, sizeof line,
-                  "mia: %s (LiRA online, paired point bootstrap): TPR@0.1%% %+.4f %s  TPR@1%% "
-                  "%+.4f %s  AUC %+.4f %s",
-                  pair.key().c_str(), d.at("tpr_at_0.1%").get<double>(),
-                  range("tpr_at_0.1%_95").c_str(), d.at("tpr_at_1%").get<double>(),
-                  range("tpr_at_1%_95").c_str(), d.at("auc").get<double>(),
-                  range("auc_95").c_str());
-    log::info(line);
-  }
+  log_lira(targets, paired, recipe_text(options, audit));
 }
 
 int run_tckr(Context& context, const MiaOptions& options);
@@ -446,16 +637,20 @@ int run_mia(Context& context, const MiaOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string config = context.get<std::string>("config");
   const auto audit = plan_lira(context, options, data_path);
-  Json settings{{"data_sha256", audit.dataset.info.source_sha256},
-                {"runs", audit.runs},
-                {"pool_size", audit.pool.size()},
-                {"seed", audit.seed},
-                {"replay", audit.replay_names},
-                {"shadow_epochs", options.shadow_epochs},
-                {"hard_control", options.hard_control},
-                // The configuration's content, not its path: the same file named relative or
-                // absolute, or copied elsewhere, resumes the same runs.
-                {"config_sha256", config.empty() ? std::string() : sha256_file(config)}};
+  Json settings{
+      {"data_sha256", audit.dataset.info.source_sha256},
+      {"runs", audit.runs},
+      {"pool_size", audit.pool.size()},
+      {"seed", audit.seed},
+      {"replay", audit.replay_names},
+      {"shadow_epochs", options.shadow_epochs},
+      {"hard_control", options.hard_control},
+      {"query_shift", audit.query_shift},
+      {"run_test", audit.run_test.size()},
+      {"population", std::to_string(audit.population.size()) + " " + audit.population_split},
+      // The configuration's content, not its path: the same file named relative or
+      // absolute, or copied elsewhere, resumes the same runs.
+      {"config_sha256", config.empty() ? std::string() : sha256_file(config)}};
   return run_audit(
       context,
       AuditSteps{audit.out, "run", data_path, audit.runs, settings,
@@ -464,9 +659,12 @@ int run_mia(Context& context, const MiaOptions& options) {
                        audit.out + "/keep.h5",
                        {{"keep", audit.keep},
                         {"pool_indices", torch::tensor(audit.pool_indices, torch::kInt64)},
-                        {"labels", audit.pool.labels}},
+                        {"labels", audit.pool.labels},
+                        {"population_rows", torch::tensor(audit.population_rows, torch::kInt64)}},
                        "keep[j][x] = 1: run j trained on pool point x, which is train row "
-                       "pool_indices[x] of the data set");
+                       "pool_indices[x] of the data set; RMIA's population: rows "
+                       "population_rows of " +
+                           audit.population_split);
                  },
                  [&](std::int64_t j) { return train_lira_run(context, options, audit, j); },
                  [&] { write_lira_results(context, options, audit, start); }});

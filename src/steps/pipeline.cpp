@@ -69,16 +69,20 @@ std::vector<std::string> step_arguments(const PipelineStep& step, const std::str
 }
 }  // namespace
 
+StepOptions resolve_step_options(const Context& parent, const PipelineStep& step,
+                                 const std::string& workdir,
+                                 const std::vector<std::string>& common) {
+  if (!parent.parse_options) throw Error("a pipeline needs the cli's option parser");
+  const Step* found = find_step(step.step);
+  if (!found) throw UsageError("pipeline: no step named '" + step.step + "'");
+  return parent.parse_options(*found, step_arguments(step, workdir, common));
+}
+
 int run_pipeline(Context& parent, comm::Communicator& comm, const std::vector<PipelineStep>& steps,
                  const std::string& workdir, const std::vector<std::string>& common) {
   // Every step's options (its INI section, its bounds) are checked before the first
   // step starts: a typo in the last step's section must not surface hours later.
-  if (!parent.parse_options) throw Error("a pipeline needs the cli's option parser");
-  for (const auto& step : steps) {
-    const Step* found = find_step(step.step);
-    if (!found) throw UsageError("pipeline: no step named '" + step.step + "'");
-    parent.parse_options(*found, step_arguments(step, workdir, common));
-  }
+  for (const auto& step : steps) resolve_step_options(parent, step, workdir, common);
   for (const auto& step : steps) {
     const bool always = step.directory == "-";
     const std::string dir = workdir + "/" + step.directory;

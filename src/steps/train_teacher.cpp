@@ -13,6 +13,7 @@
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/steps/training_options.hpp"
+#include "kr/train/distillation.hpp"
 
 namespace kr::steps {
 
@@ -21,6 +22,8 @@ namespace {
 struct TeacherOptions {
   std::string data;
   std::string out;
+  std::string results_name;
+  double mixup = 0.0;
   ClassifierOptions classifier;
 };
 
@@ -28,7 +31,9 @@ void add_teacher_options(OptionTable& table, TeacherOptions& options) {
   // clang-format off
   table
       ("data", &options.data, "", "prepared data set (default: <workdir>/data/data.h5)").operational()
-      ("out", &options.out, "", "run directory (default: <workdir>/teacher)").operational();
+      ("out", &options.out, "", "run directory (default: <workdir>/teacher)").operational()
+      ("results-name", &options.results_name, "teacher", "results/<name>.json|csv of this run (the audit's regularised teacher: teacher-reg)")
+      ("mixup", &options.mixup, 0.0, "mixup of neighbouring images and their (smoothed) labels, lambda ~ Beta(a, a) (0: off; the audit's regularised teacher uses the student's)").at_least(0);
   // clang-format on
   add_classifier_options(table, options.classifier, 0.0, 30);
 }
@@ -36,11 +41,12 @@ void add_teacher_options(OptionTable& table, TeacherOptions& options) {
 // Cross-entropy on the real train split with keyed crop and flip.
 class TeacherTask final : public train::ClassifierTask {
  public:
-  TeacherTask(Context& context, const ClassifierOptions& options, data::Dataset& dataset,
+  TeacherTask(Context& context, const TeacherOptions& options, data::Dataset& dataset,
               std::int64_t steps_per_epoch)
-      : ClassifierTask(context.comm, classifier_settings(context, options, dataset.info),
+      : ClassifierTask(context.comm, classifier_settings(context, options.classifier, dataset.info),
                        dataset.info, dataset.val, steps_per_epoch),
-        dataset_(dataset) {}
+        dataset_(dataset),
+        mixup_(options.mixup) {}
 
   std::int64_t dataset_size() const override { return dataset_.train.size(); }
 
@@ -49,6 +55,14 @@ class TeacherTask final : public train::ClassifierTask {
     auto images = data::assemble_batch(dataset_.train, local, augment(), seed(),
                                        static_cast<std::uint64_t>(info.epoch));
     auto labels = data::gather_labels(dataset_.train, local);
+    if (mixup_ > 0) {
+      // Rows are global train indices: the same pairs and lambdas at any rank count.
+      const auto mix =
+          data::mix_pairs(images, local, mixup_, seed(), static_cast<std::uint64_t>(info.epoch));
+      return train::distillation_loss(
+          forward(images),
+          train::label_targets(labels, dataset_.info.classes, label_smoothing(), &mix), 1.0);
+    }
     return torch::nn::functional::cross_entropy(
         forward(images), labels,
         torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing()));
@@ -56,6 +70,7 @@ class TeacherTask final : public train::ClassifierTask {
 
  private:
   data::Dataset& dataset_;
+  double mixup_;
 };
 
 int run_train_teacher(Context& context, const TeacherOptions& options) {
@@ -67,7 +82,7 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
   log::open_jsonl(run_dir);
 
   const std::int64_t steps_per_epoch = dataset.train.size() / options.classifier.training.batch;
-  TeacherTask task(context, options.classifier, dataset, steps_per_epoch);
+  TeacherTask task(context, options, dataset, steps_per_epoch);
   const auto trainer =
       trainer_options(context, options.classifier.training, run_dir, "train-teacher");
   const std::string hash = config_hash(context) + "-" + dataset.info.source_sha256.substr(0, 8);
@@ -94,6 +109,8 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
                {"dataset", dataset.info.name},
                {"train_images", dataset.train.size()},
                {"epochs", trainer.epochs},
+               {"label_smoothing", options.classifier.label_smoothing},
+               {"mixup", options.mixup},
                {"best_epoch", outcome.best.value("epoch", 0)},
                {"val_accuracy", result.val.accuracy()},
                {"test_accuracy", result.test.accuracy()},
@@ -107,9 +124,10 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
   if (context.comm.rank() == 0) {
     make_dirs(context.workdir() + "/results");
     write_history_csv(
-        report::results_path(context.workdir(), "teacher_epochs", "csv"), outcome.history,
+        report::results_path(context.workdir(), options.results_name + "_epochs", "csv"),
+        outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds", "images_per_second"});
-    report::write_results(context.workdir(), "teacher", results);
+    report::write_results(context.workdir(), options.results_name, results);
   }
   char line[160];
   std::snprintf(

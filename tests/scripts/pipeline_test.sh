@@ -12,13 +12,33 @@ for f in data/data.h5 teacher/model.pt generator/ema.pt generator/samples.png po
          results/report.html results/report.json results/report.csv; do
   [[ -s "$W/$f" ]] || fail "missing $f"
 done
-grep -q "LiRA AUC" "$WORK/pipeline.log" || fail "results table not printed"
+grep -q "membership audit (LiRA online) of the audited recipe: M = 4 runs" "$WORK/pipeline.log" || fail "results table not printed"
+grep -q "mia: audited recipe: M = 4 runs" "$WORK/pipeline.log" || fail "audited recipe not printed"
+# The export alone recomputes kr's LiRA figures (tools/mia-recompute exits 1 past 1e-6).
+"$ROOT/tools/mia-recompute" "$W/mia/export.h5" > "$WORK/recompute.log" 2>&1 ||
+  { cat "$WORK/recompute.log"; fail "tools/mia-recompute disagrees with kr"; }
+grep -q "teacher_reg" "$WORK/recompute.log" || fail "recompute: no regularised teacher"
 "$PY" - "$W" <<'PY'
 import html.parser, json, sys, h5py
 w = sys.argv[1]
 mia = json.load(open(f"{w}/results/mia.json"))
-for target in ("teacher", "student"):
+# The regularised teacher (the student's smoothing, mixup and epochs on real members).
+reg = json.load(open(f"{w}/mia/run_0/results/teacher-reg.json"))
+student = json.load(open(f"{w}/mia/run_0/results/distill.json"))
+assert reg["mixup"] == student["mixup"] and reg["label_smoothing"] == student["label_smoothing"], reg
+assert reg["epochs"] == student["epochs"], (reg["epochs"], student["epochs"])
+assert mia["regularised_teacher"]["mixup"] == student["mixup"]
+assert "teacher_reg-student" in mia["paired"], mia["paired"].keys()
+# Queries: crop shifts of 1 pixel, each mirrored where flips are allowed.
+q = mia["queries"]
+assert q["count"] == (2 if q["mirror"] else 1) * 9, q
+# RMIA's population: train images outside the pool; a chosen per run from references.
+assert " train images outside the pool" in mia["rmia"]["population"], mia["rmia"]
+assert "recipe" in mia and "M = 4 runs" in mia["recipe"]["audited"], mia["recipe"]
+assert open(f"{w}/results/mia.csv").readline().startswith("target,attack,tpr_at_0.1%,tpr_at_1%,auc,")
+for target in ("teacher", "teacher_reg", "student"):
     attacks = mia["targets"][target]["attacks"]
+    assert len(mia["targets"][target]["rmia_a"]) == mia["runs"]
     for name in ("lira_online_global", "lira_offline_global", "loss", "rmia_offline"):
         assert 0 <= attacks[name]["auc"] <= 1, (target, name)
     # M = 4: per-example rows are refused with a reason, never copies of the global ones.

@@ -13,6 +13,7 @@
 #include "kr/cli/options.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/data/augment.hpp"
 #include "kr/gen/regenerate.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/io/h5.hpp"
@@ -133,6 +134,58 @@ TEST(Membership, QueryLogitsStacksIdentityThenMirror) {
   EXPECT_TRUE(torch::equal(both[1], plain[0].flip({1})));
 }
 
+TEST(Membership, QueriesAreTheTrainingCropsAndFlips) {
+  // Every image the training augmentation (crop padding 1, flips) can make of a point is
+  // one of its 18 queries, and every query is one of them.
+  kr::data::ImageSet set;
+  set.images = torch::randint(1, 256, {1, 1, 6, 5}, torch::kUInt8);
+  set.labels = torch::zeros({1}, torch::kInt64);
+  const kr::privacy::LogitsOf pixels = [](const at::Tensor& x) { return x.flatten(1).clone(); };
+  const auto queries = kr::privacy::query_logits(pixels, set.images, true, 1);
+  ASSERT_EQ(queries.size(0), 18);
+  EXPECT_EQ(kr::privacy::query_count(true, 1), 18);
+  EXPECT_EQ(kr::privacy::query_count(false, 2), 25);
+  EXPECT_TRUE(torch::equal(queries[0][0], kr::data::to_float(set.images).flatten()));
+  std::vector<bool> seen(18, false);
+  for (std::uint64_t epoch = 0; epoch < 400; ++epoch) {
+    kr::data::Augment augment;
+    augment.crop_padding = 1;
+    augment.hflip = true;
+    const auto crop = kr::data::assemble_batch(set, {0}, augment, 5, epoch).flatten();
+    bool found = false;
+    for (std::int64_t q = 0; q < 18; ++q)
+      if (torch::equal(queries[q][0], crop)) found = seen[static_cast<std::size_t>(q)] = true;
+    ASSERT_TRUE(found) << "epoch " << epoch << ": a training crop no query covers";
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), 18);
+}
+
+TEST(Membership, StratifiedSubsetKeepsEachClassShare) {
+  // Candidates: rows 10..109 of labels with classes 60 / 30 / 10 among them.
+  auto labels = torch::zeros({120}, torch::kInt64);
+  std::vector<std::int64_t> candidates;
+  for (std::int64_t row = 10; row < 110; ++row) {
+    const std::int64_t k = row - 10;
+    labels[row] = k < 60 ? 0 : (k < 90 ? 1 : 2);
+    candidates.push_back(row);
+  }
+  labels.narrow(0, 0, 10).fill_(2);  // not candidates: never drawn
+  const auto picked = kr::privacy::stratified_subset(labels, candidates, 20, 7, 1);
+  ASSERT_EQ(picked.size(), 20u);
+  std::int64_t counts[3] = {0, 0, 0};
+  for (auto row : picked) {
+    ASSERT_GE(row, 10);
+    ASSERT_LT(row, 110);
+    counts[labels[row].item<std::int64_t>()] += 1;
+  }
+  EXPECT_EQ(counts[0], 12);
+  EXPECT_EQ(counts[1], 6);
+  EXPECT_EQ(counts[2], 2);
+  EXPECT_TRUE(std::is_sorted(picked.begin(), picked.end()));
+  EXPECT_EQ(picked, kr::privacy::stratified_subset(labels, candidates, 20, 7, 1));
+  EXPECT_NE(picked, kr::privacy::stratified_subset(labels, candidates, 20, 8, 1));
+}
+
 TEST(Membership, WriteTensorsMakesGroupsAndLeavesNoPartialFile) {
   TempDir dir;
   const std::string path = dir / "scores.h5";
@@ -198,7 +251,7 @@ TEST(Report, ReadsResultsFilesAndNamesABadOne) {
   EXPECT_FALSE(summary.contains("mia_teacher"));
   EXPECT_EQ(kr::report::csv_row(summary), dir.path() + ",\"fmnist\",0.9,0.8,10.0,,0.55,0.0,0.66\n");
   const auto section = kr::report::run_section(run, summary);
-  EXPECT_TRUE(contains(section, "0.5000-0.6000"));  // the interval is shown
+  EXPECT_TRUE(contains(section, "0.5000 to 0.6000"));  // the interval is shown
   EXPECT_TRUE(contains(section, "LiRA online ROC"));
   EXPECT_TRUE(contains(section, "Training curves"));
   const auto page = kr::report::page(section);

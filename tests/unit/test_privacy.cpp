@@ -131,6 +131,40 @@ kr::privacy::AttackInputs synthetic_runs(double gap, std::int64_t runs, std::int
 
 }  // namespace
 
+TEST(Lira, RmiaAIsChosenFromReferenceRunsNeverTheTarget) {
+  auto inputs = synthetic_runs(1.5, 6, 400);
+  kr::privacy::AttackNotes notes;
+  const auto scores = kr::privacy::attack_scores(inputs, &notes);
+  ASSERT_EQ(notes.rmia_a.size(), 6u);
+  for (double a : notes.rmia_a) {
+    EXPECT_GE(a, 0.0);
+    EXPECT_LE(a, 1.0);
+    EXPECT_NEAR(a * 10.0, std::round(a * 10.0), 1e-9);  // on the grid 0, 0.1, ..., 1
+  }
+  // Run 0's a depends on neither its logits nor its membership.
+  auto changed = inputs;
+  changed.logits[0] = torch::randn_like(inputs.logits[0]) * 5.0;
+  changed.population_logits[0] = torch::randn_like(inputs.population_logits[0]) * 5.0;
+  kr::privacy::AttackNotes again;
+  kr::privacy::attack_scores(changed, &again);
+  EXPECT_EQ(again.rmia_a[0], notes.rmia_a[0]);
+  // A fixed a is used as given.
+  auto fixed = inputs;
+  fixed.rmia_a = 0.3;
+  kr::privacy::AttackNotes given;
+  kr::privacy::attack_scores(fixed, &given);
+  EXPECT_EQ(given.rmia_a, std::vector<double>(6, 0.3));
+  // The online shadow selection: per target, equal IN and OUT shadows, the target unused.
+  ASSERT_EQ(notes.online_shadows.sizes(), (std::vector<std::int64_t>{6, 6, 400}));
+  for (std::int64_t j = 0; j < 6; ++j) {
+    EXPECT_EQ(notes.online_shadows[j][j].sum().item<std::int64_t>(), 0);
+    const auto in = notes.online_shadows[j].eq(1).sum(0);
+    const auto out = notes.online_shadows[j].eq(2).sum(0);
+    EXPECT_TRUE(torch::equal(in, out));
+    EXPECT_TRUE(in.eq(2).all().item<bool>());  // M / 2 - 1 of each
+  }
+}
+
 TEST(Lira, DetectsMembershipWhenPresentAndNotWhenAbsent) {
   for (double gap : {0.0, 1.5}) {
     auto inputs = synthetic_runs(gap, 8, 2000);

@@ -26,6 +26,10 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
                           const Augment& augment, std::uint64_t seed, std::uint64_t epoch,
                           const std::vector<std::int64_t>* keys = nullptr);
 
+// Float images (B, C, H, W) moved so that out(y, x) = in(y + dy, x + dx), pixels from
+// outside filled as the training crop's zero padding (-1 after to_float).
+at::Tensor shift_images(const at::Tensor& images, int dy, int dx);
+
 // Mixup between neighbouring rows (Zhang et al. 2018), used by distillation as
 // in "function matching" (Beyer et al. 2022): row b becomes
 // lambda_b * x_b + (1 - lambda_b) * x_{b xor 1}, lambda_b ~ Beta(alpha, alpha)

@@ -66,6 +66,9 @@ struct LiraScores {
   at::Tensor online_global, online_per_example, offline_global, offline_per_example;
   std::vector<std::pair<std::string, std::string>> refused;  // variant, why
   std::vector<std::pair<std::string, std::string>> notes;    // variant, how it was computed
+  at::Tensor online_shadows;  // (S, P) uint8: 1 IN, 2 OUT shadow of the online fit, 0 unused
+  // The four variants by name (online_global, ...), in that order; undefined when refused.
+  std::vector<std::pair<std::string, const at::Tensor*>> variants() const;
 };
 LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
                 const at::Tensor& target, const at::Tensor& balance_keys = {});
@@ -89,7 +92,8 @@ struct AttackInputs {
   // RMIA population: logits of every run on points no run trained on (A, Z, K), and their labels.
   std::vector<at::Tensor> population_logits;
   at::Tensor population_labels;
-  double rmia_a = 0.3;
+  double rmia_a =
+      -1;  // RMIA's offline correction; < 0: chosen from reference models (Note [RMIA's a])
   std::string target = "target";  // names the attacked models in errors
 };
 
@@ -97,6 +101,8 @@ struct AttackInputs {
 struct AttackNotes {
   std::vector<std::pair<std::string, std::string>> refused;  // attack, why
   std::vector<std::pair<std::string, std::string>> notes;    // attack, how
+  at::Tensor online_shadows;   // (M, M, P) uint8: [target run][shadow run][point], 1 IN, 2 OUT
+  std::vector<double> rmia_a;  // RMIA's a for each target run
 };
 
 // Scores (M, P) float64 of every attack, by name: lira_online_global,

@@ -78,9 +78,20 @@ bool deal_runs(comm::Communicator& comm, std::int64_t runs,
                const std::function<bool(std::int64_t)>& train);
 
 // Logits (A, N, K), float32, of `logits_of` (float images in, logits out) on uint8 images
-// under the query augmentations: identity, and the mirror image when `mirror`.
+// under the query augmentations: every crop shift (dy, dx) in [-shift, shift]^2 (the
+// image moved, zero fill, as the training crop does), each also mirrored when `mirror`;
+// A = query_count(mirror, shift), identity first.
 using LogitsOf = std::function<at::Tensor(const at::Tensor&)>;
-at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, bool mirror);
+std::int64_t query_count(bool mirror, int shift);
+at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, bool mirror,
+                        int shift = 0);
+
+// n of `candidates` (row indices into labels), drawn at random (keyed by seed and tag) and
+// stratified by class: each class's share of n is its share of the candidates (largest
+// remainders); sorted.
+std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
+                                            const std::vector<std::int64_t>& candidates,
+                                            std::int64_t n, std::uint64_t seed, std::uint64_t tag);
 
 // An HDF5 file of named tensors and a root "note", written through a pending file so
 // a crash leaves no file that looks complete (keep.h5, logits.h5).
@@ -108,6 +119,8 @@ struct TargetAudit {
   Json refused = Json::object();  // attack -> why it was not computed (Note [Degenerate LiRA fits])
   Json notes = Json::object();    // attack -> how it was computed, where that differs
   std::vector<std::pair<std::string, at::Tensor>> raw;  // attack -> (M, P) float64 scores
+  at::Tensor online_shadows;   // (M, M, P) uint8, AttackNotes::online_shadows
+  std::vector<double> rmia_a;  // per target run (Note [RMIA's a])
   std::vector<NamedTensor> scores;
   std::string csv;
 };

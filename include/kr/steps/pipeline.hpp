@@ -17,6 +17,7 @@ class Communicator;
 namespace kr::steps {
 
 struct Context;
+struct StepOptions;
 
 struct PipelineStep {
   std::string step;
@@ -29,6 +30,12 @@ struct PipelineStep {
 std::string pipeline_path(const std::string& name_or_path);
 // Parses a pipeline file; an unknown step or a malformed line is an error naming file:line.
 std::vector<PipelineStep> read_pipeline(const std::string& path);
+
+// The options `step` would run with (its arguments after `common`, the INI section a
+// --config among them names), as run_pipeline parses them; UsageError when they are bad.
+StepOptions resolve_step_options(const Context& parent, const PipelineStep& step,
+                                 const std::string& workdir,
+                                 const std::vector<std::string>& common);
 
 // Runs `steps` in order in this process on `comm`, each with `common` options (config,
 // workdir, seed ...) before its own, skipping steps whose run directory is complete.
