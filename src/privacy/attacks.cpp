@@ -242,30 +242,6 @@ std::vector<std::pair<std::string, const at::Tensor*>> LiraScores::variants() co
           {"offline_per_example", &offline_per_example}};
 }
 
-std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
-    const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
-    const at::Tensor& target_logits, const at::Tensor& labels,
-    std::vector<std::pair<std::string, std::string>>* refused) {
-  if (shadow_logits.size() < 2) throw Error("tckr: needs at least 2 shadows");
-  std::vector<std::pair<std::string, at::Tensor>> variants;
-  const std::pair<const char*, ScoreKind> kinds[] = {{"stable", ScoreKind::stable},
-                                                     {"unstable", ScoreKind::unstable},
-                                                     {"margin", ScoreKind::margin}};
-  for (const auto& [name, kind] : kinds) {
-    std::vector<at::Tensor> shadow;
-    for (const auto& logits : shadow_logits) shadow.push_back(point_score(logits, labels, kind));
-    const auto fitted =
-        lira(torch::stack(shadow), in_mask, point_score(target_logits, labels, kind));
-    const std::string suffix = std::string("_") + name;
-    if (refused)
-      for (const auto& [variant, why] : fitted.refused)
-        refused->emplace_back(variant + suffix, why);
-    for (const auto& [variant, scores] : fitted.variants())
-      if (scores->defined()) variants.emplace_back(variant + suffix, *scores);
-  }
-  return variants;
-}
-
 namespace {
 
 // Throws naming the target, the run and the first point whose values are not finite.

@@ -143,17 +143,28 @@ at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, boo
   return torch::stack(per_query).contiguous();
 }
 
-std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
-                                            const std::vector<std::int64_t>& candidates,
-                                            std::int64_t n, std::uint64_t seed, std::uint64_t tag) {
+namespace {
+
+// The candidates grouped by class, each group in a keyed random order.
+std::map<std::int64_t, std::vector<std::int64_t>> keyed_by_class(
+    const at::Tensor& labels, const std::vector<std::int64_t>& candidates, std::uint64_t seed,
+    std::uint64_t tag) {
   const auto label = labels.to(torch::kInt64).contiguous();
   const auto* y = label.data_ptr<std::int64_t>();
-  // The candidates in a keyed random order, then dealt class by class: each class gets
-  // its share of n (largest remainders), drawn from the front of that order.
   const auto order = keyed_subset(static_cast<std::int64_t>(candidates.size()),
                                   static_cast<std::int64_t>(candidates.size()), seed, tag);
   std::map<std::int64_t, std::vector<std::int64_t>> by_class;
   for (auto o : order) by_class[y[candidates[o]]].push_back(candidates[o]);
+  return by_class;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
+                                            const std::vector<std::int64_t>& candidates,
+                                            std::int64_t n, std::uint64_t seed, std::uint64_t tag) {
+  // Each class gets its share of n (largest remainders), from the front of its keyed order.
+  const auto by_class = keyed_by_class(labels, candidates, seed, tag);
   const auto total = static_cast<double>(candidates.size());
   n = std::min<std::int64_t>(n, static_cast<std::int64_t>(candidates.size()));
   std::vector<std::pair<double, std::int64_t>> remainders;
@@ -170,7 +181,20 @@ std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
     share[remainders[i].second] += 1;
   std::vector<std::int64_t> picked;
   for (const auto& [c, rows] : by_class)
-    picked.insert(picked.end(), rows.begin(), rows.begin() + share[c]);
+    picked.insert(picked.end(), rows.begin(), rows.begin() + share.at(c));
+  std::sort(picked.begin(), picked.end());
+  return picked;
+}
+
+std::vector<std::int64_t> stratified_fraction(const at::Tensor& labels,
+                                              const std::vector<std::int64_t>& candidates,
+                                              double fraction, std::uint64_t seed,
+                                              std::uint64_t tag) {
+  std::vector<std::int64_t> picked;
+  for (const auto& [c, rows] : keyed_by_class(labels, candidates, seed, tag)) {
+    const auto take = static_cast<std::size_t>(static_cast<double>(rows.size()) * fraction);
+    picked.insert(picked.end(), rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(take));
+  }
   std::sort(picked.begin(), picked.end());
   return picked;
 }
@@ -254,27 +278,6 @@ TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, 
     audit.attacks[attack] = summarize_attack(scores, inputs.keep, accuracy, bootstrap, seed);
     audit.scores.push_back({target + "/" + attack, scores.to(torch::kFloat32).contiguous()});
     audit.csv += attack_csv_row(target, attack, audit.attacks[attack], accuracy);
-  }
-  return audit;
-}
-
-TckrAudit audit_target_tckr(const std::string& target, const std::vector<at::Tensor>& shadow_logits,
-                            const at::Tensor& in_mask, const at::Tensor& target_logits,
-                            const at::Tensor& labels, const at::Tensor& truth, double accuracy,
-                            int bootstrap, std::uint64_t seed) {
-  TckrAudit audit;
-  double best_auc = -1;
-  std::vector<std::pair<std::string, std::string>> refused;
-  const auto variants = tckr_variants(shadow_logits, in_mask, target_logits, labels, &refused);
-  for (const auto& [variant, why] : refused) audit.refused[variant] = why;
-  for (const auto& [variant, scores] : variants) {
-    audit.variants[variant] = summarize_attack(scores, truth, accuracy, bootstrap, seed);
-    audit.csv += attack_csv_row(target, "tckr_" + variant, audit.variants[variant], accuracy);
-    const double auc = audit.variants[variant].at("auc").get<double>();
-    if (auc > best_auc) {
-      best_auc = auc;
-      audit.best = variant;
-    }
   }
   return audit;
 }

@@ -175,10 +175,9 @@ void membership_section(std::ostringstream& html, const RunResults& run) {
 void tckr_section(std::ostringstream& html, const RunResults& run) {
   if (run.tckr.is_null()) return;
   {
-    html << "<h3>TCKR's protocol (labelled: shadows trained on test halves, best of the 12 "
-            "variants that can be fitted, "
-            "chosen on the challenge set; M = "
-         << run.tckr.value("runs", 0)
+    html << "<h3>TCKR's protocol (labelled: shadow pairs trained on the test split, best of 12 "
+            "variants chosen on the challenge set; shadow pairs: "
+         << run.tckr.value("shadow_pairs", 0)
          << ")</h3>\n<table><tr><th>target</th><th>test accuracy</th><th>best variant</th>"
             "<th>AUC</th><th>TPR@0.1 %</th><th>TPR@1 %</th><th>AOP</th></tr>";
     for (const auto& target : run.tckr.at("targets").items()) {
@@ -190,6 +189,13 @@ void tckr_section(std::ostringstream& html, const RunResults& run) {
            << number(b.at("tpr_at_1%")) << "</td><td>" << percent(b.at("aop")) << "</td></tr>";
     }
     html << "</table>\n";
+    if (run.tckr.contains("flaws")) {
+      html << "<p>The protocol as TCKR's notebook computes it, flaws kept so the figures compare "
+              "with the paper's:</p><ul>";
+      for (const auto& flaw : run.tckr.at("flaws"))
+        html << "<li>" << escape(flaw.get<std::string>()) << "</li>";
+      html << "</ul>\n";
+    }
   }
 }
 

@@ -22,6 +22,7 @@
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/h5.hpp"
 #include "kr/privacy/membership.hpp"
+#include "kr/privacy/tckr.hpp"
 #include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/pipeline.hpp"
@@ -44,6 +45,7 @@ struct MiaOptions {
   std::int64_t population = 1000;
   std::int64_t query_shift = 1;
   std::int64_t run_test = 2000;
+  std::int64_t train_run = -1;
   double rmia_a = -1;
   int bootstrap = 200;
   std::string protocol;
@@ -64,11 +66,12 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step (0: as configured)").at_least(0)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
+      ("train-run", &options.train_run, -1, "train membership run J only and stop (no scoring): one run per Slurm array task (slurm/submit --mia-array); a later kr mia without it scores the complete runs").at_least(-1)
       ("run-test", &options.run_test, 2000, "test images (random, stratified by class) each membership run is evaluated on: the accuracy shown beside its attack figures; the full split costs more than the audit at small sizes").at_least(1)
       ("query-shift", &options.query_shift, 1, "queries: every crop shift of up to this many pixels (as the training crop moves images), each also mirrored where the data allows flips: (2s+1)^2 x 2 queries, averaged per attack as LiRA does; 0: identity and mirror").range(0, 8)
       ("rmia-a", &options.rmia_a, -1.0, "RMIA's offline correction a in [0, 1]; -1: chosen for each target run from its reference runs as ML Privacy Meter does (Note [RMIA's a])").range(-1, 1)
       ("bootstrap", &options.bootstrap, 200, "bootstrap resamples for the 95 % intervals").at_least(0)
-      ("protocol", &options.protocol, "lira", "lira: leave-one-out over the recipe's runs; tckr: TCKR's published protocol (shadows on test halves, best of 12 variants; uses test, labelled so)")
+      ("protocol", &options.protocol, "lira", "lira: leave-one-out over the recipe's runs; tckr: TCKR's published protocol as its notebook computes it, flaws included (shadow pairs trained on test, best of 12 variants; labelled so; Note [TCKR notebook])")
       ("tckr-members", &options.tckr_members, 1000, "tckr: train members and as many test non-members in the challenge set").at_least(1)
       ("teacher", &options.teacher, "", "tckr: the attacked teacher (default: <workdir>/teacher)")
       ("student", &options.student, "", "tckr: the attacked student (default: <workdir>/student)")
@@ -181,9 +184,31 @@ struct AuditSteps {
   std::function<void()> write_keep;             // rank 0
   std::function<bool(std::int64_t)> train_run;  // false: preempted
   std::function<void()> score;                  // rank 0, after every run is done
+  std::int64_t train_only = -1;                 // >= 0: train this run only (--train-run)
 };
 
+// One run of an audit as one job (a Slurm array task): the settings claimed and the keep
+// file written as a whole audit would (same content from every task), the run trained
+// unless complete; the audit's own record is left to the scoring job.
+int train_one_run(Context& context, const AuditSteps& audit) {
+  if (audit.train_only >= audit.runs)
+    throw UsageError("--train-run " + std::to_string(audit.train_only) + ": the audit has " +
+                     std::to_string(audit.runs) + " runs (0 to " + std::to_string(audit.runs - 1) +
+                     ")");
+  if (context.comm.size() != 1)
+    throw UsageError("--train-run trains one run on one rank: launch it with one task");
+  claim_settings(audit.out, audit.settings, "runs");
+  audit.write_keep();
+  const auto dir = privacy::run_directory(audit.out, audit.prefix, audit.train_only);
+  if (membership_run_done(dir)) {
+    log::info("mia: run " + std::to_string(audit.train_only) + " already complete in " + dir);
+    return exit_code::ok;
+  }
+  return audit.train_run(audit.train_only) ? exit_code::ok : exit_code::preempted;
+}
+
 int run_audit(Context& context, const AuditSteps& audit) {
+  if (audit.train_only >= 0) return train_one_run(context, audit);
   // Checked before the run record: a refused rerun leaves a complete record as it was.
   run_on_root(context.comm, [&] { claim_settings(audit.out, audit.settings, "runs"); });
   RunRecord& record = open_record(context, audit.out);
@@ -667,22 +692,23 @@ int run_mia(Context& context, const MiaOptions& options) {
                            audit.population_split);
                  },
                  [&](std::int64_t j) { return train_lira_run(context, options, audit, j); },
-                 [&] { write_lira_results(context, options, audit, start); }});
+                 [&] { write_lira_results(context, options, audit, start); }, options.train_run});
 }
 
 // ---- TCKR's protocol ----
 
 // Note [TCKR protocol]
-// TCKR (the text-conditioned KR paper) audits its shipped models with shadows trained
-// on halves of the *test* split and reports the best of 12 LiRA variants. kr runs it
-// as a separate, labelled mode so its numbers can be set beside the paper's; it is the
-// one place kr trains on test, and only shadows do. Challenge set: n random train rows
-// (members of the shipped models) and n random test rows (non-members). Shadow j is a
-// teacher trained on its keep-row half of test, so each test challenge point has IN and
-// OUT shadows and every train challenge point only OUT ones (privacy::lira gives those
-// the mean IN - OUT shift). Picking the best variant by its AUC on the challenge set is
-// TCKR's choice, and optimistic for the attacker; kr's standard LiRA (leave-one-out
-// over the recipe's runs, Note [Leave-one-out LiRA]) is the headline.
+// TCKR (the text-conditioned KR paper) audits its shipped models with shadow pairs trained
+// on the *test* split and reports the best of 12 LiRA variants. kr runs it as a separate,
+// labelled mode that computes what TCKR's notebook computes (Note [TCKR notebook]), so its
+// numbers can be set beside the paper's; it is the one place kr trains on test, and only
+// shadows do. Challenge set: n random train rows (members of the shipped models) and n
+// random test rows (non-members). Run 2p is pair p's IN shadow (a teacher on a stratified
+// half of test), run 2p + 1 its OUT shadow (on a stratified half of the IN shadow's rows).
+// The protocol's flaws (model-level IN/OUT, raw outputs as probabilities, a two-sided
+// "offline" test, TPR read past the FPR asked for, the best variant picked on the challenge
+// set itself) are kept and listed in the results; kr's standard LiRA (leave-one-out over
+// the recipe's runs, Note [Leave-one-out LiRA]) is the headline.
 struct TckrAudit {
   std::string out;
   std::int64_t runs = 0;
@@ -692,10 +718,21 @@ struct TckrAudit {
   std::vector<std::int64_t> member_rows, outsider_rows;
   data::ImageSet challenge;  // members then outsiders
   at::Tensor truth;          // (2n) uint8: 1 for members
-  at::Tensor keep;           // (M, test size) uint8
-  at::Tensor in_mask;        // (M, 2n) uint8
-  bool mirror = false;
+  at::Tensor keep;           // (M, test size) uint8: run 2p IN, run 2p + 1 OUT shadow of pair p
 };
+
+const char* const kTckrFlaws[] = {
+    "IN and OUT label whole shadow models, not points: every challenge point is scored "
+    "against all IN and all OUT shadows, and no shadow ever trained on the train members",
+    "the scores take the models' raw outputs (logits) as probabilities, clipped to "
+    "[1e-10, 1 - 1e-10], with no softmax",
+    "the offline score -(x - mu_out)^2 / (2 sigma^2) is two-sided: a point far above the OUT "
+    "mean scores as low as one far below",
+    "the global variant uses one scalar mean over all points and shadows",
+    "TPR at FPR f is read at the first ROC point whose FPR is >= f (it may exceed f)",
+    "the reported attack is the best of 12 chosen by AUC on the challenge set itself "
+    "(optimistic for the attacker)",
+    "one query per point (no augmentation)"};
 
 TckrAudit plan_tckr(const Context& context, const MiaOptions& options,
                     const std::string& data_path) {
@@ -703,7 +740,8 @@ TckrAudit plan_tckr(const Context& context, const MiaOptions& options,
   audit.out = context.under_workdir(options.out, "mia-tckr");
   audit.runs = options.runs;
   audit.seed = context.get<std::uint64_t>("seed");
-  if (audit.runs < 2 || audit.runs % 2 != 0) throw UsageError("--runs must be even and at least 2");
+  if (audit.runs < 2 || audit.runs % 2 != 0)
+    throw UsageError("--runs must be even and at least 2 (pairs of IN and OUT shadows)");
   audit.dataset = io::read_dataset(data_path);
   const auto& dataset = audit.dataset;
   const auto n = audit.members = options.tckr_members;
@@ -718,13 +756,18 @@ TckrAudit plan_tckr(const Context& context, const MiaOptions& options,
   audit.challenge.images = torch::cat({audit.challenge.images, outsiders.images});
   audit.challenge.labels = torch::cat({audit.challenge.labels, outsiders.labels});
   audit.truth = torch::cat({torch::ones({n}, torch::kUInt8), torch::zeros({n}, torch::kUInt8)});
-  audit.keep = privacy::balanced_keep_matrix(audit.runs, dataset.test.size(), audit.seed);
-  // in_mask (M, 2n): train members are OUT of every shadow; test points as keep says.
-  audit.in_mask =
-      torch::cat({torch::zeros({audit.runs, n}, torch::kUInt8),
-                  audit.keep.index_select(1, torch::tensor(audit.outsider_rows, torch::kInt64))},
-                 1);
-  audit.mirror = dataset.info.hflip;
+  audit.keep = torch::zeros({audit.runs, dataset.test.size()}, torch::kUInt8);
+  std::vector<std::int64_t> all(static_cast<std::size_t>(dataset.test.size()));
+  std::iota(all.begin(), all.end(), 0);
+  for (std::int64_t p = 0; p < audit.runs / 2; ++p) {
+    const auto pair_key = 0x70616972ull /* "pair" */ + static_cast<std::uint64_t>(p);
+    const auto in =
+        privacy::stratified_fraction(dataset.test.labels, all, 0.5, audit.seed, pair_key << 1);
+    const auto out =
+        privacy::stratified_fraction(dataset.test.labels, in, 0.5, audit.seed, (pair_key << 1) | 1);
+    audit.keep[2 * p].index_fill_(0, torch::tensor(in, torch::kInt64), 1);
+    audit.keep[2 * p + 1].index_fill_(0, torch::tensor(out, torch::kInt64), 1);
+  }
   return audit;
 }
 
@@ -744,7 +787,7 @@ bool train_tckr_shadow(Context& context, const MiaOptions& options, const TckrAu
   auto model = load_classifier(run_dir + "/teacher", dataset.info.channels, dataset.info.classes);
   privacy::write_tensors(
       run_dir + "/logits.h5",
-      {{"shadow", privacy::query_logits(logits_of(model), audit.challenge.images, audit.mirror)}});
+      {{"shadow", privacy::query_logits(logits_of(model), audit.challenge.images, false)}});
   privacy::MembershipRun record;
   record.run = j;
   record.keep_row_sha256 = privacy::keep_row_sha256(audit.keep[j]);
@@ -759,8 +802,8 @@ bool train_tckr_shadow(Context& context, const MiaOptions& options, const TckrAu
 
 // Rank 0: TCKR's 12 variants on one shipped model; its figures, or null when absent.
 Json score_tckr_target(const MiaOptions& options, const TckrAudit& audit,
-                       const std::vector<at::Tensor>& shadow_logits, const std::string& name,
-                       const std::string& dir, std::string& csv) {
+                       const at::Tensor& shadow_in, const at::Tensor& shadow_out,
+                       const std::string& name, const std::string& dir, std::string& csv) {
   if (!path_exists(dir + "/model.json")) {
     if (name != "student_hard")
       log::warn("mia tckr: no model at " + dir + "; " + name + " skipped");
@@ -771,41 +814,51 @@ Json score_tckr_target(const MiaOptions& options, const TckrAudit& audit,
   auto test_logits = privacy::query_logits(logits_of(model), dataset.test.images, false)[0];
   const double accuracy =
       test_logits.argmax(-1).eq(dataset.test.labels).to(torch::kFloat64).mean().item<double>();
-  auto target_logits =
-      privacy::query_logits(logits_of(model), audit.challenge.images, audit.mirror);
-  const auto result = privacy::audit_target_tckr(name, shadow_logits, audit.in_mask, target_logits,
-                                                 audit.challenge.labels, audit.truth, accuracy,
-                                                 options.bootstrap, audit.seed);
+  const auto target = privacy::query_logits(logits_of(model), audit.challenge.images, false)[0];
+  const auto result =
+      privacy::audit_target_tckr(name, shadow_in, shadow_out, target, audit.challenge.labels,
+                                 audit.truth, accuracy, options.bootstrap, audit.seed);
   csv += result.csv;
-  if (result.variants.empty())
-    throw Error("mia tckr: " + name + ": none of the 12 variants can be fitted with " +
-                std::to_string(shadow_logits.size()) + " shadows (" + result.refused.dump() + ")");
   const auto& b = result.variants.at(result.best);
   char line[260];
   std::snprintf(line, sizeof line,
-                "mia tckr: %-12s acc %.2f %%  best of %zu (%s) AUC %.4f  TPR@0.1%% %.4f  "
-                "TPR@1%% %.4f",
-                name.c_str(), 100.0 * accuracy, result.variants.size(), result.best.c_str(),
-                b.at("auc").get<double>(), b.at("tpr_at_0.1%").get<double>(),
-                b.at("tpr_at_1%").get<double>());
+                "mia tckr: %-12s acc %.2f %%  best of 12 (%s): TPR@0.1%% %.4f  TPR@1%% %.4f  "
+                "AUC %.4f (TCKR's notebook protocol)",
+                name.c_str(), 100.0 * accuracy, result.best.c_str(),
+                b.at("tpr_at_0.1%").get<double>(), b.at("tpr_at_1%").get<double>(),
+                b.at("auc").get<double>());
   log::info(line);
   return Json{{"model", dir},
               {"weights_sha256", model.weights_sha256},
               {"test_accuracy", accuracy},
               {"best_variant", result.best},
               {"best", b},
-              {"variants", result.variants},
-              {"refused_variants", result.refused}};
+              {"variants", result.variants}};
 }
 
 void write_tckr_results(const Context& context, const MiaOptions& options, const TckrAudit& audit,
                         Clock::time_point start) {
-  std::vector<at::Tensor> shadow_logits;
-  for (std::int64_t j = 0; j < audit.runs; ++j) {
-    auto file =
-        io::h5::File::open_read(privacy::run_directory(audit.out, "shadow", j) + "/logits.h5");
-    shadow_logits.push_back(io::h5::read_tensor(file, "shadow", torch::kFloat32, 3));
+  // The notebook drops a shadow pair whose outputs hold a NaN.
+  std::vector<at::Tensor> ins, outs;
+  std::int64_t dropped = 0;
+  for (std::int64_t p = 0; p < audit.runs / 2; ++p) {
+    const auto read = [&](std::int64_t j) {
+      auto file =
+          io::h5::File::open_read(privacy::run_directory(audit.out, "shadow", j) + "/logits.h5");
+      return io::h5::read_tensor(file, "shadow", torch::kFloat32, 3)[0];
+    };
+    auto in = read(2 * p);
+    auto out = read(2 * p + 1);
+    if (in.isnan().any().item<bool>() || out.isnan().any().item<bool>()) {
+      ++dropped;
+      continue;
+    }
+    ins.push_back(in);
+    outs.push_back(out);
   }
+  if (ins.empty()) throw Error("mia tckr: every shadow pair has NaN outputs; nothing to score");
+  const auto shadow_in = torch::stack(ins);
+  const auto shadow_out = torch::stack(outs);
   const std::pair<std::string, std::string> targets[] = {
       {"teacher", context.under_workdir(options.teacher, "teacher")},
       {"student", context.under_workdir(options.student, "student")},
@@ -813,19 +866,29 @@ void write_tckr_results(const Context& context, const MiaOptions& options, const
   Json results_targets = Json::object();
   std::string csv = privacy::attack_csv_header();
   for (const auto& [name, dir] : targets) {
-    auto figures = score_tckr_target(options, audit, shadow_logits, name, dir, csv);
+    auto figures = score_tckr_target(options, audit, shadow_in, shadow_out, name, dir, csv);
     if (!figures.is_null()) results_targets[name] = std::move(figures);
   }
   const auto n = std::to_string(audit.members);
+  Json flaws = Json::array();
+  for (const char* flaw : kTckrFlaws) flaws.push_back(flaw);
   Json results{{"step", "mia"},
                {"protocol",
-                "TCKR (labelled exception: shadows trained on halves of the test split, "
-                "best of 12 LiRA variants chosen on the challenge set itself)"},
+                "TCKR's published protocol, as its notebook (NicoloResmini/TCKR "
+                "src/mia_lira.ipynb) computes it, flaws included (Note [TCKR notebook]): "
+                "shadow pairs trained on the test split, best of 12 LiRA variants chosen on "
+                "the challenge set itself"},
+               {"flaws", flaws},
                {"runs", audit.runs},
+               {"shadow_pairs", audit.runs / 2},
+               {"shadow_pairs_dropped_for_nan", dropped},
                {"challenge", Json{{"members", n + " random train rows"},
                                   {"non_members", n + " random test rows"}}},
                {"shadow_epochs", options.shadow_epochs},
-               {"query_augmentations", audit.mirror ? "identity, mirror" : "identity"},
+               {"queries", 1},
+               {"figures",
+                "auc and tpr_at_* as the notebook computes them; kr_roc: kr's own "
+                "ROC of the same scores, with its point-bootstrap intervals"},
                {"targets", results_targets},
                {"seconds", seconds_since(start)},
                {"world_size", context.comm.size()}};
@@ -853,11 +916,12 @@ int run_tckr(Context& context, const MiaOptions& options) {
                 {{"keep", audit.keep},
                  {"member_train_rows", torch::tensor(audit.member_rows, torch::kInt64)},
                  {"non_member_test_rows", torch::tensor(audit.outsider_rows, torch::kInt64)}},
-                "TCKR protocol: keep[j][t] = 1: shadow j trained on test row t; "
-                "challenge = member_train_rows then non_member_test_rows");
+                "TCKR protocol: keep[j][t] = 1: shadow j trained on test row t (shadow 2p: "
+                "pair p's IN model, 2p + 1 its OUT model); challenge = member_train_rows then "
+                "non_member_test_rows");
           },
           [&](std::int64_t j) { return train_tckr_shadow(context, options, audit, j); },
-          [&] { write_tckr_results(context, options, audit, start); }});
+          [&] { write_tckr_results(context, options, audit, start); }, options.train_run});
 }
 
 }  // namespace

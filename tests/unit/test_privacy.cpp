@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -12,6 +13,7 @@
 #include "kr/core/fs.hpp"
 #include "kr/io/shard.hpp"
 #include "kr/privacy/attacks.hpp"
+#include "kr/privacy/tckr.hpp"
 #include "kr/train/distillation.hpp"
 
 using kr::test::TempDir;
@@ -256,20 +258,67 @@ TEST(Tckr, PointsWithoutInShadowsAreStillScoredByTheMeanShift) {
   EXPECT_NEAR(kr::privacy::roc_auc(none.offline_global, truth), 0.5, 0.05);
 }
 
-TEST(Tckr, TwelveNamedVariants) {
-  auto inputs = synthetic_runs(1.5, 4, 300);
-  const auto variants =
-      kr::privacy::tckr_variants(inputs.logits, inputs.keep, inputs.logits[0], inputs.labels);
-  ASSERT_EQ(variants.size(), 12u);
-  std::set<std::string> names;
-  for (const auto& [name, scores] : variants) {
-    names.insert(name);
-    EXPECT_EQ(scores.sizes(), (std::vector<std::int64_t>{300}));
-    EXPECT_FALSE(scores.isnan().any().item<bool>()) << name;
+// Note [TCKR notebook]: tests/reference/tckr_notebook.py transcribes the notebook's scoring
+// and ran it (with scikit-learn's roc_curve) on the fixed arrays stored beside its figures.
+TEST(Tckr, MatchesTheNotebookTranscription) {
+  const auto reference =
+      kr::Json::parse(kr::read_file(std::string(KR_TEST_REFERENCE_DIR) + "/tckr_notebook.json"));
+  const auto tensor = [&](const char* key, std::vector<std::int64_t> shape) {
+    std::vector<double> flat;
+    std::function<void(const kr::Json&)> walk = [&](const kr::Json& j) {
+      if (j.is_array())
+        for (const auto& x : j) walk(x);
+      else
+        flat.push_back(j.get<double>());
+    };
+    walk(reference.at(key));
+    return torch::tensor(flat, torch::kFloat64).to(torch::kFloat32).reshape(shape);
+  };
+  const auto labels_list = reference.at("labels").get<std::vector<std::int64_t>>();
+  const auto n = static_cast<std::int64_t>(labels_list.size());
+  const auto pairs = static_cast<std::int64_t>(reference.at("shadow_in").size());
+  const auto k = static_cast<std::int64_t>(reference.at("target")[0].size());
+  const auto labels = torch::tensor(labels_list, torch::kInt64);
+  const auto members =
+      torch::tensor(reference.at("membership").get<std::vector<double>>(), torch::kFloat64);
+  const auto variants = kr::privacy::tckr_variants(tensor("shadow_in", {pairs, n, k}),
+                                                   tensor("shadow_out", {pairs, n, k}),
+                                                   tensor("target", {n, k}), labels, members);
+  ASSERT_EQ(variants.size(), reference.at("variants").size());
+  for (std::size_t i = 0; i < variants.size(); ++i) {
+    const auto& expected = reference.at("variants")[i];
+    const auto& got = variants[i];
+    EXPECT_EQ(got.name, expected.at("name").get<std::string>());
+    EXPECT_EQ(got.kept.sum().item<std::int64_t>(), expected.at("kept").get<std::int64_t>());
+    EXPECT_NEAR(got.evaluation.auc, expected.at("auc").get<double>(), 1e-12) << got.name;
+    EXPECT_NEAR(got.evaluation.tpr_at_0_1, expected.at("tpr_at_0.1%").get<double>(), 1e-12)
+        << got.name;
+    EXPECT_NEAR(got.evaluation.tpr_at_1, expected.at("tpr_at_1%").get<double>(), 1e-12) << got.name;
+    EXPECT_NEAR(got.evaluation.tpr_at_10, expected.at("tpr_at_10%").get<double>(), 1e-12)
+        << got.name;
   }
-  EXPECT_EQ(names.size(), 12u);
-  EXPECT_TRUE(names.count("online_global_stable") && names.count("offline_per_example_margin") &&
-              names.count("online_global_unstable"));
+  EXPECT_EQ(variants[kr::privacy::tckr_best(variants)].name,
+            reference.at("best").get<std::string>());
+}
+
+TEST(Tckr, NotebookTprIsReadPastTheFprAskedFor) {
+  // 500 non-members with distinct scores and one member tied with the top one: the ROC's
+  // first point after (0, 0) is (FPR 0.002, TPR 1). The notebook reads TPR at 0.1 % FPR at
+  // the first point whose FPR is >= 0.001, so 1; kr's ROC (FPR <= 0.001) gives 0.
+  std::vector<double> scores, members;
+  for (int i = 0; i < 500; ++i) {
+    scores.push_back(500.0 - i);
+    members.push_back(0);
+  }
+  scores.push_back(500.0);
+  members.push_back(1);
+  const auto s = torch::tensor(scores, torch::kFloat64);
+  const auto m = torch::tensor(members, torch::kFloat64);
+  const auto notebook = kr::privacy::tckr_evaluate(s, m);
+  EXPECT_DOUBLE_EQ(notebook.tpr_at_0_1, 1.0);
+  EXPECT_EQ(kr::privacy::tpr_at_fpr(s, m, 0.001), 0.0);
+  EXPECT_NEAR(notebook.auc, 499.5 / 500.0, 1e-12);
+  EXPECT_NEAR(notebook.auc, kr::privacy::roc_auc(s, m), 1e-12);
 }
 
 // Issue 20: log(0.5 erfc(-z / sqrt 2)) is exactly 0 from z ~ 8.3 on, so the most confident

@@ -73,16 +73,6 @@ struct LiraScores {
 LiraScores lira(const at::Tensor& shadow_scores, const at::Tensor& in_mask,
                 const at::Tensor& target, const at::Tensor& balance_keys = {});
 
-// TCKR's 12 variants (Note [TCKR protocol]): {online, offline} x {global, per_example}
-// x {stable, unstable, margin}, named e.g. "online_global_stable"; shadow_logits[s] is
-// (A, P, K), target_logits (A, P, K).
-// Variants whose fit is degenerate are left out and named in `refused` (Note [Degenerate
-// LiRA fits]).
-std::vector<std::pair<std::string, at::Tensor>> tckr_variants(
-    const std::vector<at::Tensor>& shadow_logits, const at::Tensor& in_mask,
-    const at::Tensor& target_logits, const at::Tensor& labels,
-    std::vector<std::pair<std::string, std::string>>* refused = nullptr);
-
 // Inputs for one attacked recipe: logits[j] of run j on the pool, shape (A, P, K)
 // (A query augmentations), pool labels (P), keep (M, P) bool.
 struct AttackInputs {

@@ -92,6 +92,12 @@ at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, boo
 std::vector<std::int64_t> stratified_subset(const at::Tensor& labels,
                                             const std::vector<std::int64_t>& candidates,
                                             std::int64_t n, std::uint64_t seed, std::uint64_t tag);
+// floor(fraction x count) of each class's candidates, drawn at random (keyed); sorted. As
+// TCKR's get_stratified_splits takes its train part (Note [TCKR notebook]).
+std::vector<std::int64_t> stratified_fraction(const at::Tensor& labels,
+                                              const std::vector<std::int64_t>& candidates,
+                                              double fraction, std::uint64_t seed,
+                                              std::uint64_t tag);
 
 // An HDF5 file of named tensors and a root "note", written through a pending file so
 // a crash leaves no file that looks complete (keep.h5, logits.h5).
@@ -126,18 +132,5 @@ struct TargetAudit {
 };
 TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
                          int bootstrap, std::uint64_t seed);
-
-// TCKR's protocol for one target: the 12 variants summarised, and the best by its AUC
-// on the challenge set itself (TCKR's choice; optimistic for the attacker).
-struct TckrAudit {
-  Json variants = Json::object();
-  Json refused = Json::object();  // variant -> why it was not computed
-  std::string best;
-  std::string csv;
-};
-TckrAudit audit_target_tckr(const std::string& target, const std::vector<at::Tensor>& shadow_logits,
-                            const at::Tensor& in_mask, const at::Tensor& target_logits,
-                            const at::Tensor& labels, const at::Tensor& truth, double accuracy,
-                            int bootstrap, std::uint64_t seed);
 
 }  // namespace kr::privacy
