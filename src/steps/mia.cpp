@@ -63,7 +63,7 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("runs", &options.runs, 8, "M: runs of the recipe, each on a random half of the pool (even)").at_least(2)
       ("pool-size", &options.pool_size, 10000, "real train images in the membership pool (a keyed random subset)").at_least(2)
       ("pipeline", &options.pipeline, "kr", "pipeline each run replays (jobs/<name>.pipeline or a file): its training steps (train-teacher, train-generator, generate, distill), in its order and run directories")
-      ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step (0: as configured)").at_least(0)
+      ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step, and --pool-epochs of its generate step to match (0: as configured)").at_least(0)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
       ("train-run", &options.train_run, -1, "train membership run J only and stop (no scoring): one run per Slurm array task (slurm/submit --mia-array); a later kr mia without it scores the complete runs").at_least(-1)
@@ -154,11 +154,13 @@ std::vector<std::string> replay_common(const Context& context, const std::string
 bool replay_run(Context& context, const MiaOptions& options, const std::string& run_dir,
                 std::vector<PipelineStep> steps, std::uint64_t seed) {
   const auto common = replay_common(context, run_dir, seed);
+  // --shadow-epochs cuts every training step; the pool then holds as many parts as the
+  // student's epochs need (enough at any --regen-every).
   if (options.shadow_epochs > 0)
     for (auto& step : steps)
-      if (step.step != "generate")
-        step.options.insert(step.options.end(),
-                            {"--epochs", std::to_string(options.shadow_epochs)});
+      step.options.insert(step.options.end(),
+                          {step.step == "generate" ? "--pool-epochs" : "--epochs",
+                           std::to_string(options.shadow_epochs)});
   comm::SelfCommunicator self;
   const int code = run_pipeline(context, self, steps, run_dir, common);
   if (code == exit_code::preempted) return false;
