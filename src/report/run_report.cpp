@@ -105,7 +105,7 @@ void accuracy_section(std::ostringstream& html, const RunResults& run, const Jso
          << " points</b> (teacher minus student).</p>\n";
 }
 
-// "lo-hi" of a 95 % interval in `ci` under `key`, or "-".
+// "lo to hi" of a 95 % interval in `ci` under `key`, or "-".
 std::string interval_text(const Json& ci, const std::string& key, const char* format = "%.4f") {
   if (!ci.contains(key) || ci.at(key).size() != 2) return "-";
   return number(ci.at(key)[0], format) + " to " + number(ci.at(key)[1], format);
@@ -118,8 +118,8 @@ void membership_section(std::ostringstream& html, const RunResults& run) {
   html << "<h3>Membership inference (" << escape(run.mia.value("protocol", "")) << ")</h3>\n";
   if (run.mia.contains("recipe"))
     html << "<p>Audited recipe: " << escape(run.mia.at("recipe").value("audited", ""))
-         << ". Every figure below is of these runs; " << escape("the shipped models' accuracy")
-         << " elsewhere in this report is not what was attacked.</p>\n";
+         << ". Every figure below is of these runs; the shipped models' accuracy elsewhere in "
+            "this report is not what was attacked.</p>\n";
   html << "<table><tr><th>target</th><th>attack</th><th>TPR@0.1 %</th><th>95 % CI</th>"
           "<th>TPR@1 %</th><th>95 % CI</th><th>AUC</th><th>95 % CI</th><th>TPR@10 %</th>"
           "<th>audited runs' test acc.</th><th>OUT scores</th><th>AOP</th></tr>";
@@ -149,10 +149,7 @@ void membership_section(std::ostringstream& html, const RunResults& run) {
         const auto cell = [&](const std::string& key) {
           const bool excludes = d.value(key + "_95_excludes_0", false);
           return "<td>" + number(d.at(key), "%+.4f") + "</td><td>" + (excludes ? "<b>" : "") +
-                 (d.at(key + "_95").size() == 2 ? number(d.at(key + "_95")[0], "%+.4f") + " to " +
-                                                      number(d.at(key + "_95")[1], "%+.4f")
-                                                : std::string("-")) +
-                 (excludes ? "</b>" : "") + "</td>";
+                 interval_text(d, key + "_95", "%+.4f") + (excludes ? "</b>" : "") + "</td>";
         };
         html << "<tr><td>" << escape(pair.key()) << "</td><td>" << escape(attack.key()) << "</td>"
              << cell("tpr_at_0.1%") << cell("tpr_at_1%") << cell("auc") << "</tr>";

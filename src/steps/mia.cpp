@@ -251,6 +251,13 @@ struct LiraAudit {
   Json regularised;  // the regularised teacher's settings (null: none)
 };
 
+// 0, 1, ..., size - 1: every row of `set`.
+std::vector<std::int64_t> every_row(const data::ImageSet& set) {
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(set.size()));
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
+}
+
 std::string number_text(double value) {
   char text[32];
   std::snprintf(text, sizeof text, "%.17g", value);
@@ -300,8 +307,7 @@ void choose_population(const MiaOptions& options, LiraAudit& audit) {
   const data::ImageSet* source = &dataset.train;
   audit.population_split = "train";
   if (static_cast<std::int64_t>(unused.size()) < options.population) {
-    unused.resize(static_cast<std::size_t>(dataset.val.size()));
-    std::iota(unused.begin(), unused.end(), 0);
+    unused = every_row(dataset.val);
     source = &dataset.val;
     audit.population_split = "val";
   }
@@ -340,11 +346,10 @@ LiraAudit plan_lira(const Context& context, const MiaOptions& options,
       privacy::keyed_subset(dataset.train.size(), pool_size, audit.seed, 0x706f6f6c /* "pool" */);
   audit.pool = data::take(dataset.train, audit.pool_indices);
   choose_population(options, audit);
-  std::vector<std::int64_t> test_rows(static_cast<std::size_t>(dataset.test.size()));
-  std::iota(test_rows.begin(), test_rows.end(), 0);
-  audit.run_test = data::take(
-      dataset.test, privacy::stratified_subset(dataset.test.labels, test_rows, options.run_test,
-                                               audit.seed, 0x72746573 /* "rtes" */));
+  audit.run_test =
+      data::take(dataset.test,
+                 privacy::stratified_subset(dataset.test.labels, every_row(dataset.test),
+                                            options.run_test, audit.seed, 0x72746573 /* "rtes" */));
   audit.mirror = dataset.info.hflip;
   audit.query_shift = static_cast<int>(options.query_shift);
   return audit;
@@ -429,7 +434,8 @@ Root datasets:
 
 One group per attacked model kind (`teacher`, `teacher_reg`, `student`, `student_hard`):
 - `logits` (M, A, P, K) float32: run j's logits for pool point x under query a
-  (queries: crop shifts, each also mirrored; identity first; attribute `queries` of the root).
+  (queries: crop shifts, each also mirrored; identity first; results/mia.json `queries`
+  says how many and which).
 - `population_logits` (M, A, Z, K) float32: the same for the population.
 - `online_shadows` (M, M, P) uint8: for target run j, shadow run i and point x: 1 when run i
   was one of x's IN shadows in online LiRA, 2 an OUT shadow, 0 not used (equal numbers of IN
@@ -759,8 +765,7 @@ TckrAudit plan_tckr(const Context& context, const MiaOptions& options,
   audit.challenge.labels = torch::cat({audit.challenge.labels, outsiders.labels});
   audit.truth = torch::cat({torch::ones({n}, torch::kUInt8), torch::zeros({n}, torch::kUInt8)});
   audit.keep = torch::zeros({audit.runs, dataset.test.size()}, torch::kUInt8);
-  std::vector<std::int64_t> all(static_cast<std::size_t>(dataset.test.size()));
-  std::iota(all.begin(), all.end(), 0);
+  const auto all = every_row(dataset.test);
   for (std::int64_t p = 0; p < audit.runs / 2; ++p) {
     const auto pair_key = 0x70616972ull /* "pair" */ + static_cast<std::uint64_t>(p);
     const auto in =
