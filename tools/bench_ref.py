@@ -21,6 +21,8 @@ def main():
     parser.add_argument("--iterations", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
+    parser.add_argument("--mode", choices=["train", "eval"], default="train",
+                        help="eval: resnet20's eval-mode forward under torch.no_grad()")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
     parser.add_argument("--allocator", choices=["glibc", "tcmalloc"], default="glibc",
                         help="malloc of the process: tcmalloc (kr's, Note [Allocator]) is preloaded by re-executing")
@@ -173,13 +175,22 @@ def main():
         loss().backward()
         optimizer.step()
 
+    if args.mode == "eval":
+        if args.model != "resnet20":
+            parser.error("--mode eval times resnet20 only")
+        model.eval()
+
+        def step():  # noqa: F811 (the inference row replaces the training step)
+            with torch.no_grad():
+                model(images)
+
     for _ in range(args.warmup):
         step()
     start = time.perf_counter()
     for _ in range(args.iterations):
         step()
     seconds = time.perf_counter() - start
-    print(json.dumps({"impl": "pytorch", "model": args.model, "width": args.width,
+    print(json.dumps({"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
                       "parameters": sum(p.numel() for p in model.parameters()), "ranks": 1, "threads_per_rank": args.threads,
                       "batch_per_rank": args.batch, "layout": args.layout, "allocator": args.allocator,
                       "images_per_second": args.batch * args.iterations / seconds,

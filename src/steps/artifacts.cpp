@@ -9,26 +9,11 @@
 
 namespace kr::steps {
 
-at::Tensor LoadedClassifier::logits(const at::Tensor& images) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  return model->forward(channels_last ? images.contiguous(at::MemoryFormat::ChannelsLast) : images);
-}
-
-gen::ClassifierView LoadedClassifier::view() {
-  auto model_ref = model;
-  const bool nhwc = channels_last;
+gen::ClassifierView LoadedClassifier::view() const {
+  const nn::InferenceResNet network = fast;  // shares the folded weights
   return gen::ClassifierView{
-      [model_ref, nhwc](const at::Tensor& images) mutable {
-        torch::NoGradGuard no_grad;
-        model_ref->eval();
-        return model_ref->features(nhwc ? images.contiguous(at::MemoryFormat::ChannelsLast)
-                                        : images);
-      },
-      [model_ref](const at::Tensor& features) mutable {
-        torch::NoGradGuard no_grad;
-        return model_ref->classify(features);
-      }};
+      [network](const at::Tensor& images) { return network.features(images); },
+      [network](const at::Tensor& features) { return network.classify(features); }};
 }
 
 Json classifier_description(const nn::ResNetShape& shape, const std::string& params_sha256,
@@ -72,9 +57,10 @@ LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channe
   loaded.weights = run_dir + "/model.pt";
   nn::load_module(*loaded.model, loaded.weights, loaded.description.value("params_sha256", ""));
   loaded.weights_sha256 = sha256_file(loaded.weights);
-  loaded.channels_last = shape.width % 8 == 0;
-  if (loaded.channels_last) nn::to_channels_last(*loaded.model);
+  const bool channels_last = nn::channels_last_suits(shape);
+  if (channels_last) nn::to_channels_last(*loaded.model);
   loaded.model->eval();
+  loaded.fast = nn::InferenceResNet(*loaded.model, channels_last);
   return loaded;
 }
 

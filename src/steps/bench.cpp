@@ -16,6 +16,7 @@
 #include "kr/gen/unet.hpp"
 #include "kr/gen/update.hpp"
 #include "kr/nn/flops.hpp"
+#include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/steps/step.hpp"
 
@@ -53,7 +54,7 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
   // clang-format off
   table
       ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm")
-      ("mode", &options.mode, "train", "train (one optimisation step) or sample (gan, ddpm)")
+      ("mode", &options.mode, "train", "train (one optimisation step), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient) or infer (resnet20's inference fast path)")
       ("batch-per-rank", &options.batch_per_rank, 128, "images per rank per step (weak scaling)").at_least(1)
       ("image", &options.image, "1x28x28", "input C x H x W")
       ("classes", &options.classes, 10, "output classes").at_least(2)
@@ -116,14 +117,39 @@ struct Timed {
   double seconds = 0;
 };
 
+// Forward passes without gradient (Note [Inference fast path]): "eval" is the
+// training network in eval mode under NoGradGuard, as a PyTorch user would run it;
+// "infer" is kr's folded network.
+Timed bench_resnet_inference(Context& context, const BenchOptions& options, nn::ResNet20& model,
+                             bool channels_last, std::int64_t batch) {
+  model->eval();
+  const auto& shape = model->shape();
+  auto images = torch::randn({batch, shape.channels, shape.height, shape.image_width});
+  if (channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
+  Timed timed{"resnet20 " + options.mode, channels_last ? "channels_last" : "nchw", double(batch),
+              nn::resnet20_forward_flops(shape), 0};
+  if (options.mode == "eval") {
+    timed.seconds = time_steps(context, options, [&] {
+      torch::NoGradGuard no_grad;
+      model->forward(images);
+    });
+  } else {
+    const nn::InferenceResNet fast(*model, channels_last);
+    timed.seconds = time_steps(context, options, [&] { fast.forward(images); });
+  }
+  return timed;
+}
+
 Timed bench_resnet(Context& context, const BenchOptions& options,
                    const std::vector<std::int64_t>& dims, std::int64_t batch) {
   // See train_teacher.cpp: oneDNN's channels-last path needs widths divisible by 8.
-  const bool channels_last = options.channels_last && options.width % 8 == 0;
   nn::ResNetShape shape{dims[0], options.classes, options.width, dims[1], dims[2]};
+  const bool channels_last = options.channels_last && nn::channels_last_suits(shape);
   torch::manual_seed(1);
   nn::ResNet20 model(shape);
   if (channels_last) nn::to_channels_last(*model);
+  if (options.mode == "eval" || options.mode == "infer")
+    return bench_resnet_inference(context, options, model, channels_last, batch);
   comm::DataParallel parallel(context.comm, *model);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto images = torch::randn({batch, dims[0], dims[1], dims[2]});
@@ -240,7 +266,9 @@ int run_bench(Context& context, const BenchOptions& options) {
   if (batch < 1) throw UsageError("--batch-per-rank must be at least 1");
   Timed timed;
   if (model == "resnet20") {
-    if (options.mode != "train") throw UsageError("--mode: resnet20 is timed in training only");
+    if (options.mode != "train" && options.mode != "eval" && options.mode != "infer")
+      throw UsageError("--mode: resnet20 is timed in train, eval or infer mode, got '" +
+                       options.mode + "'");
     timed = bench_resnet(context, options, dims, batch);
   } else if (model == "gan" || model == "ddpm") {
     timed = bench_generator(context, options, dims, batch);

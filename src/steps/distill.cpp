@@ -192,12 +192,12 @@ class StudentTask final : public train::ClassifierTask {
   Json evaluate(std::int64_t epoch) override {
     Json metrics = ClassifierTask::evaluate(epoch);
     // Agreement with the teacher on val (each rank its slice).
-    torch::NoGradGuard no_grad;
-    model()->eval();
+    const auto network = folded();
     std::int64_t agree = 0;
     for (std::int64_t i = val_range_.begin; i < val_range_.end; i += 500) {
       const auto n = std::min<std::int64_t>(500, val_range_.end - i);
-      auto predicted = forward(data::to_float(dataset_.val.images.narrow(0, i, n))).argmax(1);
+      auto predicted =
+          network.forward(data::to_float(dataset_.val.images.narrow(0, i, n))).argmax(1);
       agree +=
           predicted.eq(teacher_val_.narrow(0, i - val_range_.begin, n)).sum().item<std::int64_t>();
     }

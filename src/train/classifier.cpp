@@ -24,7 +24,7 @@ ClassifierTask::ClassifierTask(comm::Communicator& comm, const ClassifierSetting
   shape_ = nn::ResNetShape{info.channels, info.classes, settings.width, info.height, info.width};
   // LibTorch 1.13's oneDNN path crashes on channels-last convolutions whose widths
   // are not multiples of 8 (seen with w=4), so such widths stay NCHW.
-  channels_last_ = settings.channels_last && shape_.width % 8 == 0;
+  channels_last_ = settings.channels_last && nn::channels_last_suits(shape_);
   torch::manual_seed(settings.seed);
   model_ = nn::ResNet20(shape_);
   if (channels_last_) nn::to_channels_last(*model_);
@@ -66,10 +66,16 @@ Json ClassifierTask::evaluate(std::int64_t) {
   return Json{{"val_accuracy", result.accuracy()}, {"val_loss", result.mean_loss()}};
 }
 
-EvalResult ClassifierTask::evaluate_on(const data::ImageSet& set) {
+nn::InferenceResNet ClassifierTask::folded() {
   model_->eval();
+  return nn::InferenceResNet(*model_, channels_last_);
+}
+
+EvalResult ClassifierTask::evaluate_on(const data::ImageSet& set) {
+  const auto network = folded();
   return evaluate_classifier(
-      comm_, [&](const at::Tensor& images) { return forward(images); }, set, settings_.eval_batch);
+      comm_, [&](const at::Tensor& images) { return network.forward(images); }, set,
+      settings_.eval_batch);
 }
 
 CheckpointItems ClassifierTask::checkpoint_items() {

@@ -12,6 +12,7 @@
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/nn/flops.hpp"
+#include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/train/checkpoint.hpp"
@@ -89,6 +90,72 @@ TEST(ResNet20, ChannelsLastGivesTheSameOutput) {
   kr::nn::to_channels_last(*model);
   auto nhwc = model->forward(images.contiguous(at::MemoryFormat::ChannelsLast));
   EXPECT_TRUE(reference.allclose(nhwc, 1e-4, 1e-5));
+}
+
+// Running statistics and affine parameters far from the identity, so a wrong fold
+// (a missing scale, the mean not subtracted, eps dropped) moves the logits.
+void randomise_batch_norms(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& module : model.modules(/*include_self=*/false))
+    if (auto* bn = module->as<torch::nn::BatchNorm2dImpl>()) {
+      bn->running_mean.normal_(0.0, 0.5);
+      bn->running_var.uniform_(0.3, 3.0);
+      bn->weight.uniform_(0.5, 1.5);
+      bn->bias.normal_(0.0, 0.3);
+    }
+}
+
+TEST(InferenceResNet, FoldedNetworkPredictsAsTheEvalModeNetwork) {
+  for (const std::int64_t width : {16, 4}) {  // channels-last and NCHW
+    torch::manual_seed(11);
+    const kr::nn::ResNetShape shape{1, 10, width};
+    kr::nn::ResNet20 model(shape);
+    randomise_batch_norms(*model);
+    model->eval();
+    const auto images = torch::rand({256, 1, 28, 28}) * 2 - 1;
+    at::Tensor reference;
+    {
+      torch::NoGradGuard no_grad;
+      reference = model->forward(images);
+    }
+    const bool nhwc = kr::nn::channels_last_suits(shape);
+    const kr::nn::InferenceResNet fast(*model, nhwc);
+    EXPECT_EQ(fast.channels_last(), width == 16);
+    const auto logits = fast.forward(images);
+    ASSERT_EQ(logits.sizes(), reference.sizes());
+    // The bound the fast path promises: float rounding of the fold only.
+    const double scale = 1.0 + reference.abs().max().item<double>();
+    EXPECT_LT((logits - reference).abs().max().item<double>(), 1e-4 * scale) << "width " << width;
+    // Equal predictions wherever the top two logits are not within that rounding.
+    const auto top = reference.topk(2, 1);
+    const auto margin = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
+    const auto clear = margin.gt(1e-3 * scale);
+    EXPECT_GT(clear.sum().item<std::int64_t>(), 200);
+    EXPECT_TRUE(
+        logits.argmax(1).masked_select(clear).equal(reference.argmax(1).masked_select(clear)));
+    // features then classify is forward; outputs are ordinary tensors (loss targets).
+    EXPECT_TRUE(fast.classify(fast.features(images)).allclose(logits, 1e-5, 1e-5));
+    EXPECT_FALSE(logits.is_inference());
+    auto student = torch::zeros({256, 10}, torch::requires_grad());
+    (torch::log_softmax(student, 1) * torch::softmax(logits, 1)).sum().backward();
+    EXPECT_TRUE(student.grad().defined());
+  }
+}
+
+TEST(InferenceResNet, SnapshotIgnoresLaterTraining) {
+  torch::manual_seed(5);
+  kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, 8});
+  randomise_batch_norms(*model);
+  model->eval();
+  const auto images = torch::rand({8, 1, 28, 28});
+  const kr::nn::InferenceResNet fast(*model, true);
+  const auto before = fast.forward(images);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : model->parameters()) parameter.add_(0.5);
+  }
+  EXPECT_TRUE(fast.forward(images).equal(before));
+  EXPECT_THROW(kr::nn::InferenceResNet().forward(images), kr::Error);
 }
 
 TEST(Sampler, RanksPartitionEachGlobalBatch) {

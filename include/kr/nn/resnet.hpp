@@ -12,6 +12,8 @@
 
 namespace kr::nn {
 
+class InferenceResNet;
+
 struct ResNetShape {
   std::int64_t channels = 1;
   std::int64_t classes = 10;
@@ -26,6 +28,7 @@ class BasicBlockImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
 
  private:
+  friend class InferenceResNet;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential shortcut{nullptr};  // empty for identity
@@ -41,6 +44,7 @@ class ResNet20Impl : public torch::nn::Module {
   const ResNetShape& shape() const { return shape_; }
 
  private:
+  friend class InferenceResNet;
   ResNetShape shape_;
   torch::nn::Conv2d stem{nullptr};
   torch::nn::BatchNorm2d stem_bn{nullptr};
@@ -53,6 +57,12 @@ std::int64_t parameter_count(torch::nn::Module& module);
 
 // Multiply-adds x 2 of one forward pass for one image (convolutions and the head).
 double resnet20_forward_flops(const ResNetShape& shape);
+
+// Whether NHWC convolutions pay at this width (oneDNN's blocked kernels want
+// channel counts divisible by 8; narrower nets stay NCHW).
+inline bool channels_last_suits(const ResNetShape& shape) {
+  return shape.width % 8 == 0;
+}
 
 // Parameters and buffers to channels-last (NHWC) memory format, in place.
 void to_channels_last(torch::nn::Module& module);

@@ -7,19 +7,21 @@
 
 #include "kr/core/json.hpp"
 #include "kr/gen/quality.hpp"
+#include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
 
 namespace kr::steps {
 
 struct LoadedClassifier {
-  nn::ResNet20 model{nullptr};
-  Json description;  // model.json
+  nn::ResNet20 model{nullptr};  // as trained, in eval mode
+  nn::InferenceResNet fast;     // the same network folded (Note [Inference fast path])
+  Json description;             // model.json
   std::string weights;
   std::string weights_sha256;
-  bool channels_last = false;
 
-  at::Tensor logits(const at::Tensor& images);  // eval mode, no gradient
-  gen::ClassifierView view();
+  // Both through the folded network: eval-mode predictions, no gradient.
+  at::Tensor logits(const at::Tensor& images) const { return fast.forward(images); }
+  gen::ClassifierView view() const;
 };
 
 // A classifier run directory (model.json + model.pt), checked against the data

@@ -14,6 +14,7 @@
 
 #include "kr/data/augment.hpp"
 #include "kr/data/image_set.hpp"
+#include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/train/evaluate.hpp"
 #include "kr/train/trainer.hpp"
@@ -64,6 +65,8 @@ class ClassifierTask : public TrainTask {
 
   EvalResult evaluate_on(const data::ImageSet& set);
   at::Tensor forward(const at::Tensor& images);  // memory format handled
+  // The network as it stands, in eval mode, folded for inference (Note [Inference fast path]).
+  nn::InferenceResNet folded();
   nn::ResNet20& model() { return model_; }
   const nn::ResNetShape& shape() const { return shape_; }
   const data::Augment& augment() const { return augment_; }
