@@ -95,31 +95,32 @@ at::Tensor InferenceResNet::features_inference(const at::Tensor& images) const {
   return at::cat(parts);
 }
 
-at::Tensor InferenceResNet::features(const at::Tensor& images) const {
+namespace {
+// Runs `compute` under c10::InferenceMode and returns an ordinary tensor: an
+// inference tensor cannot be saved for backward, and callers use these outputs as
+// loss targets.
+template <typename Compute>
+at::Tensor outside_inference(Compute&& compute) {
   at::Tensor out;
   {
     c10::InferenceMode guard;
-    out = features_inference(images);
+    out = compute();
   }
   return out.clone();
+}
+}  // namespace
+
+at::Tensor InferenceResNet::features(const at::Tensor& images) const {
+  return outside_inference([&] { return features_inference(images); });
 }
 
 at::Tensor InferenceResNet::classify(const at::Tensor& features) const {
-  at::Tensor out;
-  {
-    c10::InferenceMode guard;
-    out = at::linear(features, head_weight_, head_bias_);
-  }
-  return out.clone();
+  return outside_inference([&] { return at::linear(features, head_weight_, head_bias_); });
 }
 
 at::Tensor InferenceResNet::forward(const at::Tensor& images) const {
-  at::Tensor out;
-  {
-    c10::InferenceMode guard;
-    out = at::linear(features_inference(images), head_weight_, head_bias_);
-  }
-  return out.clone();
+  return outside_inference(
+      [&] { return at::linear(features_inference(images), head_weight_, head_bias_); });
 }
 
 }  // namespace kr::nn

@@ -130,6 +130,8 @@ at::Tensor query_logits(const LogitsOf& logits_of, const at::Tensor& images, boo
   std::vector<at::Tensor> per_query;
   for (int flip = 0; flip < (mirror ? 2 : 1); ++flip)
     for (const auto& [dy, dx] : shifts) {
+      // Chunks of 500 bound the float copies of the images; the network splits
+      // its own batches (Note [Inference batch]).
       std::vector<at::Tensor> chunks;
       for (std::int64_t i = 0; i < images.size(0); i += 500) {
         const auto n = std::min<std::int64_t>(500, images.size(0) - i);

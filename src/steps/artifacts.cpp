@@ -53,14 +53,14 @@ LoadedClassifier load_classifier(const std::string& run_dir, std::int64_t channe
     throw Error(description_path + ": classifier is for " + std::to_string(shape.channels) +
                 " channel(s) and " + std::to_string(shape.classes) + " classes, the data has " +
                 std::to_string(channels) + " and " + std::to_string(classes));
-  loaded.model = nn::ResNet20(shape);
+  nn::ResNet20 model(shape);
   loaded.weights = run_dir + "/model.pt";
-  nn::load_module(*loaded.model, loaded.weights, loaded.description.value("params_sha256", ""));
+  nn::load_module(*model, loaded.weights, loaded.description.value("params_sha256", ""));
   loaded.weights_sha256 = sha256_file(loaded.weights);
   const bool channels_last = nn::channels_last_suits(shape);
-  if (channels_last) nn::to_channels_last(*loaded.model);
-  loaded.model->eval();
-  loaded.fast = nn::InferenceResNet(*loaded.model, channels_last);
+  if (channels_last) nn::to_channels_last(*model);
+  model->eval();
+  loaded.fast = nn::InferenceResNet(*model, channels_last);
   return loaded;
 }
 

@@ -142,7 +142,7 @@ Timed bench_resnet_inference(Context& context, const BenchOptions& options, nn::
 
 Timed bench_resnet(Context& context, const BenchOptions& options,
                    const std::vector<std::int64_t>& dims, std::int64_t batch) {
-  // See train_teacher.cpp: oneDNN's channels-last path needs widths divisible by 8.
+  // Channels-last only where it pays (nn::channels_last_suits: widths divisible by 8).
   nn::ResNetShape shape{dims[0], options.classes, options.width, dims[1], dims[2]};
   const bool channels_last = options.channels_last && nn::channels_last_suits(shape);
   torch::manual_seed(1);

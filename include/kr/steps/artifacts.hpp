@@ -13,9 +13,10 @@
 namespace kr::steps {
 
 struct LoadedClassifier {
-  nn::ResNet20 model{nullptr};  // as trained, in eval mode
-  nn::InferenceResNet fast;     // the same network folded (Note [Inference fast path])
-  Json description;             // model.json
+  // The trained network folded (Note [Inference fast path]); the trainable module
+  // is not kept: nothing after loading trains or differentiates through it.
+  nn::InferenceResNet fast;
+  Json description;  // model.json
   std::string weights;
   std::string weights_sha256;
 
