@@ -6,6 +6,7 @@
 #include <cstring>
 #include <thread>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/log.hpp"
 
@@ -57,6 +58,7 @@ const char* reduce_op_name(ReduceOp op) {
 }
 
 void Communicator::allreduce(const at::Tensor& tensor, ReduceOp op) {
+  const cost::Scope comm(cost::Part::comm);
   check_tensor(tensor);
   const DataType type = data_type_of(tensor.scalar_type());
   const bool emulate_average = op == ReduceOp::avg && !native_average();
@@ -69,11 +71,13 @@ void Communicator::allreduce(const at::Tensor& tensor, ReduceOp op) {
 }
 
 void Communicator::broadcast(const at::Tensor& tensor, int root) {
+  const cost::Scope comm(cost::Part::comm);
   check_tensor(tensor);
   run("broadcast", start_broadcast(tensor.data_ptr(), tensor.nbytes(), root));
 }
 
 at::Tensor Communicator::allgather(const at::Tensor& tensor) {
+  const cost::Scope comm(cost::Part::comm);
   check_tensor(tensor);
   auto input = tensor.contiguous();
   std::vector<std::int64_t> sizes(input.sizes().begin(), input.sizes().end());
@@ -99,6 +103,7 @@ std::vector<std::string> Communicator::allgather_strings(const std::string& mine
 }
 
 void Communicator::barrier() {
+  const cost::Scope comm(cost::Part::comm);
   run("barrier", start_barrier());
 }
 

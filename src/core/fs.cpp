@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 
 namespace kr {
@@ -19,6 +20,7 @@ namespace kr {
 namespace fs = std::filesystem;
 
 std::string read_file(const std::string& path) {
+  const cost::Scope io(cost::Part::io);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
   std::ostringstream out;
@@ -99,6 +101,7 @@ namespace {
 }  // namespace
 
 void write_file_durable(const std::string& path, const std::string& bytes) {
+  const cost::Scope io(cost::Part::io);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) throw_write_error(path, "create", errno);
   std::size_t done = 0;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 
 namespace kr {
@@ -56,6 +57,7 @@ std::string sha256_string(const std::string& bytes) {
 }
 
 std::string sha256_file(const std::string& path) {
+  const cost::Scope io(cost::Part::io);
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (!file) throw Error(path + ": cannot open for hashing");
   Sha256 hash;

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/keyed_rng.hpp"
 
 #include <algorithm>
@@ -11,12 +12,14 @@
 namespace kr::data {
 
 at::Tensor to_float(const at::Tensor& images_uint8) {
+  const cost::Scope data(cost::Part::data);
   return images_uint8.to(torch::kFloat32).div_(127.5f).sub_(1.0f);
 }
 
 at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& indices,
                           const Augment& augment, std::uint64_t seed, std::uint64_t epoch,
                           const std::vector<std::int64_t>* keys) {
+  const cost::Scope data(cost::Part::data);
   const std::int64_t channels = set.images.size(1);
   const std::int64_t height = set.images.size(2);
   const std::int64_t width = set.images.size(3);
@@ -59,6 +62,7 @@ at::Tensor assemble_batch(const ImageSet& set, const std::vector<std::int64_t>& 
 }
 
 at::Tensor shift_images(const at::Tensor& images, int dy, int dx) {
+  const cost::Scope data(cost::Part::data);
   const std::int64_t pad = std::max(std::abs(dy), std::abs(dx));
   if (pad == 0) return images;
   const auto height = images.size(2);
@@ -72,6 +76,7 @@ at::Tensor shift_images(const at::Tensor& images, int dy, int dx) {
 
 Mix mix_pairs(at::Tensor& batch, const std::vector<std::int64_t>& keys, double alpha,
               std::uint64_t seed, std::uint64_t epoch) {
+  const cost::Scope data(cost::Part::data);
   const auto rows = batch.size(0);
   if (static_cast<std::int64_t>(keys.size()) != rows)
     throw std::invalid_argument("mix_pairs: one key per row needed");
@@ -94,6 +99,7 @@ Mix mix_pairs(at::Tensor& batch, const std::vector<std::int64_t>& keys, double a
 }
 
 at::Tensor gather_labels(const ImageSet& set, const std::vector<std::int64_t>& indices) {
+  const cost::Scope data(cost::Part::data);
   return set.labels.index_select(0, torch::tensor(indices, torch::kInt64));
 }
 

@@ -2,11 +2,13 @@
 
 #include <torch/torch.h>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 
 namespace kr::data {
 
 ImageSet take(const ImageSet& set, const std::vector<std::int64_t>& indices) {
+  const cost::Scope data(cost::Part::data);
   auto index = torch::tensor(indices, torch::kInt64);
   return ImageSet{set.images.index_select(0, index).contiguous(),
                   set.labels.index_select(0, index).contiguous()};

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 
@@ -68,6 +69,7 @@ void untracked_times(hid_t plist, const std::string& path) {
 }  // namespace
 
 File File::create(const std::string& path) {
+  const cost::Scope io(cost::Part::io);
   File file;
   file.path_ = path;
   Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
@@ -79,6 +81,7 @@ File File::create(const std::string& path) {
 }
 
 File File::open_read(const std::string& path) {
+  const cost::Scope io(cost::Part::io);
   File file;
   file.path_ = path;
   if (!path_exists(path)) throw Error(path + ": no such file");
@@ -93,6 +96,7 @@ File File::open_read(const std::string& path) {
 
 void File::close() {
   if (!handle_.valid()) return;
+  const cost::Scope io(cost::Part::io);
   if (H5Fflush(handle_.get(), H5F_SCOPE_GLOBAL) < 0) throw Error(path_ + ": HDF5 flush failed");
   if (H5Fclose(handle_.release()) < 0) throw Error(path_ + ": HDF5 close failed");
 }
@@ -121,6 +125,7 @@ bool exists(const File& file, const std::string& name) {
 
 void write_tensor(const File& file, const std::string& name, const at::Tensor& tensor,
                   const WriteOptions& options) {
+  const cost::Scope io(cost::Part::io);
   auto data = tensor.contiguous();
   std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
   Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
@@ -152,6 +157,7 @@ void write_tensor(const File& file, const std::string& name, const at::Tensor& t
 void write_virtual(const File& file, const std::string& name, at::ScalarType dtype,
                    const std::vector<hsize_t>& dims, const std::vector<VirtualSource>& sources,
                    double fill) {
+  const cost::Scope io(cost::Part::io);
   const hid_t type = native_type(dtype);
   const int rank = static_cast<int>(dims.size());
   Handle space(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
@@ -199,6 +205,7 @@ std::vector<hsize_t> dataset_shape(const File& file, const std::string& name) {
 
 at::Tensor read_tensor(const File& file, const std::string& name, at::ScalarType dtype,
                        int expected_rank) {
+  const cost::Scope io(cost::Part::io);
   const auto dims = dataset_shape(file, name);
   if (expected_rank >= 0 && static_cast<int>(dims.size()) != expected_rank) {
     fail(file, "dataset '" + name + "' has " + std::to_string(dims.size()) +

@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/sha256.hpp"
@@ -35,6 +36,7 @@ void save_module(torch::nn::Module& module, const std::string& path) {
 
 void load_module(torch::nn::Module& module, const std::string& path,
                  const std::string& expected_sha256) {
+  const cost::Scope io(cost::Part::io);
   if (!path_exists(path)) throw Error(path + ": model file is missing");
   std::string recorded;
   try {

@@ -72,7 +72,8 @@ Json summarize_run(const RunResults& run) {
     cost.push_back(Json{{"step", step},
                         {"seconds", json.value(seconds_key, Json(nullptr))},
                         {"images_per_second", json.value("images_per_second", Json(nullptr))},
-                        {"world_size", json.value("world_size", Json(nullptr))}});
+                        {"world_size", json.value("world_size", Json(nullptr))},
+                        {"cost_split", json.value("cost_split", Json(nullptr))}});
   };
   add_cost("train-teacher", run.teacher, "train_seconds_this_run");
   add_cost("train-generator", run.generator, "train_seconds_this_run");
@@ -231,15 +232,30 @@ void samples_section(std::ostringstream& html, const RunResults& run) {
   }
 }
 
+// Each part's share of a step's wall time on rank 0 (Note [Cost split]), "-" for a
+// step recorded before the split existed.
+std::string share(const Json& step, const char* part) {
+  const Json split = step.value("cost_split", Json(nullptr));
+  if (!split.is_object() || !split.contains(std::string(part) + "_share")) return "-";
+  return number(Json(100.0 * split.at(std::string(part) + "_share").get<double>()), "%.0f") + " %";
+}
+
 void cost_section(std::ostringstream& html, const Json& summary) {
   html << "<h3>Cost per step</h3><table><tr><th>step</th><th>wall time "
-          "(s)</th><th>images/s</th><th>ranks</th></tr>";
-  for (const auto& step : summary.at("cost"))
+          "(s)</th><th>images/s</th><th>ranks</th><th>data</th><th>compute</th>"
+          "<th>communication</th><th>I/O</th></tr>";
+  for (const auto& step : summary.at("cost")) {
     html << "<tr><td>" << escape(step.at("step").get<std::string>()) << "</td><td>"
          << number(step.at("seconds"), "%.1f") << "</td><td>"
          << number(step.at("images_per_second"), "%.0f") << "</td><td>" << step.at("world_size")
-         << "</td></tr>";
-  html << "</table>\n";
+         << "</td>";
+    for (const char* part : {"data", "compute", "comm", "io"})
+      html << "<td>" << share(step, part) << "</td>";
+    html << "</tr>";
+  }
+  html << "</table>\n<p>Shares of each step's whole run on rank 0 (setup and evaluation "
+          "included): data is batch assembly and augmentation, communication includes "
+          "waiting for other ranks, I/O is files (HDF5, checkpoints, models).</p>\n";
 }
 
 }  // namespace

@@ -109,7 +109,6 @@ class StudentTask final : public train::ClassifierTask {
     // The teacher's val predictions, for the agreement metric (this rank's slice).
     const auto range =
         comm::shard_range(dataset.val.size(), context.comm.rank(), context.comm.size());
-    val_range_ = range;
     std::vector<at::Tensor> predictions;
     for (std::int64_t i = range.begin; i < range.end; i += 500) {
       const auto n = std::min<std::int64_t>(500, range.end - i);
@@ -189,29 +188,18 @@ class StudentTask final : public train::ClassifierTask {
     return out;
   }
 
-  Json evaluate(std::int64_t epoch) override {
-    Json metrics = ClassifierTask::evaluate(epoch);
-    // Agreement with the teacher on val (each rank its slice).
-    const auto network = folded();
-    std::int64_t agree = 0;
-    for (std::int64_t i = val_range_.begin; i < val_range_.end; i += 500) {
-      const auto n = std::min<std::int64_t>(500, val_range_.end - i);
-      auto predicted =
-          network.forward(data::to_float(dataset_.val.images.narrow(0, i, n))).argmax(1);
-      agree +=
-          predicted.eq(teacher_val_.narrow(0, i - val_range_.begin, n)).sum().item<std::int64_t>();
-    }
-    auto counts = torch::tensor(
-        {static_cast<double>(agree), static_cast<double>(val_range_.end - val_range_.begin),
-         data_seconds_, teacher_seconds_, student_seconds_},
-        torch::kFloat64);
-    comm().allreduce(counts, comm::ReduceOp::sum);
-    metrics["val_teacher_agreement"] =
-        counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
-    const double world = comm().size();
-    metrics["data_seconds"] = counts[2].item<double>() / world;
-    metrics["teacher_seconds"] = counts[3].item<double>() / world;
-    metrics["student_seconds"] = counts[4].item<double>() / world;
+  Json evaluate(std::int64_t) override {
+    // Accuracy, loss and agreement with the teacher in one pass over val.
+    const auto val = evaluate_on(dataset_.val, teacher_val_);
+    Json metrics{{"val_accuracy", val.accuracy()},
+                 {"val_loss", val.mean_loss()},
+                 {"val_teacher_agreement", val.agreement()}};
+    auto seconds =
+        torch::tensor({data_seconds_, teacher_seconds_, student_seconds_}, torch::kFloat64);
+    comm().allreduce(seconds, comm::ReduceOp::avg);
+    metrics["data_seconds"] = seconds[0].item<double>();
+    metrics["teacher_seconds"] = seconds[1].item<double>();
+    metrics["student_seconds"] = seconds[2].item<double>();
     metrics["pool_part"] = current_part_;
     data_seconds_ = teacher_seconds_ = student_seconds_ = 0.0;
     return metrics;
@@ -234,7 +222,6 @@ class StudentTask final : public train::ClassifierTask {
   data::ImageSet current_;
   at::Tensor stored_logits_;
   Json parts_ = Json::array();
-  comm::Range val_range_;
   at::Tensor teacher_val_;
   double data_seconds_ = 0, teacher_seconds_ = 0, student_seconds_ = 0;
 };
@@ -383,8 +370,8 @@ int run_distill(Context& context, const DistillOptions& options) {
   const auto teacher_test = train::evaluate_classifier(
       context.comm, [&](const at::Tensor& images) { return teacher.logits(images); }, dataset.test,
       options.classifier.eval_batch);
-  const Json results = distill_results(context, options, plan, task, pool, pool_dir, outcome,
-                                       result, teacher_test, steps_per_epoch);
+  Json results = distill_results(context, options, plan, task, pool, pool_dir, outcome, result,
+                                 teacher_test, steps_per_epoch);
   if (context.comm.rank() == 0) {
     make_dirs(context.workdir() + "/results");
     const std::string& name = options.results_name;
@@ -392,6 +379,7 @@ int run_distill(Context& context, const DistillOptions& options) {
         report::results_path(context.workdir(), name + "_epochs", "csv"), outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_teacher_agreement", "val_loss", "pool_part",
          "data_seconds", "teacher_seconds", "student_seconds", "seconds"});
+    results["cost_split"] = record.cost_split();
     report::write_results(context.workdir(), name, results);
   }
   char line[200];

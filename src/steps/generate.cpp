@@ -391,10 +391,11 @@ int run_generate(Context& context, const GenerateOptions& options) {
                                                   all_made});
     // Rank 0's checksums and index are I/O the other ranks wait for.
     const double index_seconds = seconds_since(start) - total_seconds;
-    const auto results =
+    auto results =
         generate_results(context, plan, spec, sums, slowest.item<double>(),
                          total_seconds + index_seconds, index_seconds, filter_results, all_made);
     make_dirs(context.workdir() + "/results");
+    results["cost_split"] = record.cost_split();
     report::write_results(context.workdir(), "generate", results);
   });
   char line[240];

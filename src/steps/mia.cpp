@@ -606,7 +606,7 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
   const auto shipped = [&](const std::string& file) {
     return test_accuracy(context.workdir(), file);
   };
-  const Json results{
+  Json results{
       {"step", "mia"},
       {"protocol", "LiRA, leave-one-out over the recipe's runs (Carlini et al. 2022)"},
       {"runs", audit.runs},
@@ -655,6 +655,7 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
       {"run_seconds", run_seconds_total(records)},
       {"seconds", seconds_since(start)},
       {"world_size", context.comm.size()}};
+  if (context.record) results["cost_split"] = context.record->cost_split();
   report::write_results_csv(context.workdir(), "mia", csv);
   report::write_results(context.workdir(), "mia", results);
   log_lira(targets, paired, recipe_text(options, audit));
@@ -899,6 +900,7 @@ void write_tckr_results(const Context& context, const MiaOptions& options, const
                {"targets", results_targets},
                {"seconds", seconds_since(start)},
                {"world_size", context.comm.size()}};
+  if (context.record) results["cost_split"] = context.record->cost_split();
   report::write_results_csv(context.workdir(), "mia-tckr", csv);
   report::write_results(context.workdir(), "mia-tckr", results);
 }

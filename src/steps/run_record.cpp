@@ -227,9 +227,14 @@ void RunRecord::set(const std::string& key, Json value) {
   record_[key] = std::move(value);
 }
 
+Json RunRecord::cost_split() const {
+  return (cost::snapshot() - opened_).to_json();
+}
+
 void RunRecord::finish(const std::string& status) {
   record_["status"] = status;
   record_["end_time"] = now_iso();
+  record_["cost_split"] = cost_split();
   finished_ = true;
   if (context_.comm.rank() == 0) write();
 }

@@ -295,10 +295,11 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   if (context.comm.rank() == 0) {
     nn::save_module(task.update().ema(), run_dir + "/ema.pt");
     io::write_png(run_dir + "/samples.png", grid);
-    const Json results =
+    Json results =
         generator_results(context, spec, task, dataset, trainer, outcome, quality, run_dir);
     // results/generator.json for the default run directory; results/<name>.json for another.
     const std::string name = std::filesystem::path(run_dir).filename().string();
+    results["cost_split"] = record.cost_split();
     report::write_results(context.workdir(), name.empty() ? "generator" : name, results);
   }
   if (teacher) {

@@ -127,6 +127,7 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
         report::results_path(context.workdir(), options.results_name + "_epochs", "csv"),
         outcome.history,
         {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds", "images_per_second"});
+    results["cost_split"] = record.cost_split();
     report::write_results(context.workdir(), options.results_name, results);
   }
   char line[160];

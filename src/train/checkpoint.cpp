@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
@@ -52,6 +53,7 @@ CheckpointManager::CheckpointManager(comm::Communicator& comm, std::string direc
 
 void CheckpointManager::save(std::int64_t step, const CheckpointItems& items, const Json& state,
                              bool best) {
+  const cost::Scope io(cost::Part::io);
   auto rng = rng_state_bytes().contiguous();
   auto all_rng = comm_.allgather(rng);
   auto verdict = torch::zeros({1}, torch::kInt64);
@@ -247,6 +249,7 @@ std::optional<std::string> CheckpointManager::find_best() {
 
 Json CheckpointManager::load(const std::string& path, const CheckpointItems& items,
                              bool allow_reshard) {
+  const cost::Scope io(cost::Part::io);
   const std::string problem = verify(path);
   if (!problem.empty()) throw Error("checkpoint " + path + " is corrupt: " + problem);
   const Json manifest = Json::parse(read_file(path + "/manifest.json"));

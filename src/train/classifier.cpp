@@ -71,11 +71,11 @@ nn::InferenceResNet ClassifierTask::folded() {
   return nn::InferenceResNet(*model_, channels_last_);
 }
 
-EvalResult ClassifierTask::evaluate_on(const data::ImageSet& set) {
+EvalResult ClassifierTask::evaluate_on(const data::ImageSet& set, const at::Tensor& reference) {
   const auto network = folded();
   return evaluate_classifier(
       comm_, [&](const at::Tensor& images) { return network.forward(images); }, set,
-      settings_.eval_batch);
+      settings_.eval_batch, reference);
 }
 
 CheckpointItems ClassifierTask::checkpoint_items() {

@@ -5,12 +5,16 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <set>
+#include <thread>
 #include <tuple>
 
 #include "fixtures.hpp"
 #include "kr/cli/options.hpp"
+#include "kr/core/clock.hpp"
+#include "kr/core/cost.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/data/augment.hpp"
@@ -513,4 +517,39 @@ TEST(Membership, RunRecordRoundTripsAndNamesABadFile) {
   } catch (const kr::Error& error) {
     EXPECT_TRUE(contains(error.what(), "bad.json")) << error.what();
   }
+}
+
+TEST(CostSplit, NestedScopesChargeTheInnerPartAndThePartsAddUpToTheWallTime) {
+  using kr::cost::Part;
+  using kr::cost::Scope;
+  const auto nap = [](int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+  const auto wall_start = kr::Clock::now();
+  const auto before = kr::cost::snapshot();
+  nap(50);  // compute: outside every scope
+  {
+    const Scope io(Part::io);
+    nap(50);
+    {
+      const Scope comm(Part::comm);  // a collective inside a file write: communication only
+      nap(200);
+    }
+    nap(50);
+  }
+  {
+    const Scope data(Part::data);
+    nap(50);
+  }
+  const auto split = kr::cost::snapshot() - before;
+  const double wall = kr::seconds_since(wall_start);
+  const auto seconds = [&](Part part) { return split.seconds[static_cast<int>(part)]; };
+  EXPECT_GE(seconds(Part::comm), 0.2);
+  EXPECT_GE(seconds(Part::io), 0.1);
+  EXPECT_LT(seconds(Part::io), 0.2) << "the nested communication was charged to I/O as well";
+  EXPECT_GE(seconds(Part::data), 0.05);
+  EXPECT_GE(seconds(Part::compute), 0.05);
+  EXPECT_LT(seconds(Part::compute), 0.2) << "scoped time leaked into compute";
+  EXPECT_NEAR(split.total(), wall, 0.01);
+  const Json json = split.to_json();
+  EXPECT_NEAR(json.at("comm_share").get<double>(), seconds(Part::comm) / split.total(), 1e-12);
+  EXPECT_NEAR(json.at("wall_seconds").get<double>(), split.total(), 1e-12);
 }

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "kr/core/cost.hpp"
 #include "kr/core/json.hpp"
 #include "kr/steps/step.hpp"
 
@@ -30,8 +31,11 @@ class RunRecord {
   RunRecord& operator=(const RunRecord&) = delete;
   void add_input(const std::string& role, const std::string& path);  // records its sha256
   void set(const std::string& key, Json value);
-  // Rank 0 rewrites run.json with the end time and status.
+  // Rank 0 rewrites run.json with the end time, status and cost split.
   void finish(const std::string& status);
+  // This rank's wall time since the record opened, split into data, compute,
+  // communication and I/O (Note [Cost split]); steps add it to their results.
+  Json cost_split() const;
   // The scaffold's endings (Note [Run records]).
   void refused();
   void failed(const std::string& error);
@@ -44,6 +48,7 @@ class RunRecord {
   Context& context_;
   std::string run_dir_;
   Json record_;
+  cost::Split opened_ = cost::snapshot();
   bool finished_ = false;
   bool had_previous_ = false;
   bool created_dir_ = false;

@@ -63,7 +63,8 @@ class ClassifierTask : public TrainTask {
   CheckpointItems checkpoint_items() override;
   void synchronize_buffers() override;
 
-  EvalResult evaluate_on(const data::ImageSet& set);
+  // `reference`: see evaluate_classifier.
+  EvalResult evaluate_on(const data::ImageSet& set, const at::Tensor& reference = {});
   at::Tensor forward(const at::Tensor& images);  // memory format handled
   // The network as it stands, in eval mode, folded for inference (Note [Inference fast path]).
   nn::InferenceResNet folded();
