@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Reference timing of kr's training steps in Python PyTorch eager.
 
---model resnet20: the teacher's step (SGD, cross-entropy). --model unet: the
-DDPM's step (Adam, epsilon-prediction MSE at random timesteps and labels).
+--model resnet20: the teacher's step (SGD, cross-entropy); --mode eval its eval-mode
+forward under no_grad; --mode distill a student step toward a teacher's softmax (the
+teacher in eval mode under no_grad), as kr distill's step. --model unet: the DDPM's
+step (Adam, epsilon-prediction MSE at random timesteps and labels). --ranks N runs N
+processes under DistributedDataParallel (gloo), each pinned to its own cores, as a
+PyTorch user with N cores would run it.
 Written for kr's benchmark (not a copy of any other code): the networks follow
 shared/docs/ARCHITECTURES.md like kr's C++ ones. Prints one JSON line.
 """
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 
@@ -21,8 +27,9 @@ def main():
     parser.add_argument("--iterations", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
-    parser.add_argument("--mode", choices=["train", "eval"], default="train",
-                        help="eval: resnet20's eval-mode forward under torch.no_grad()")
+    parser.add_argument("--mode", choices=["train", "eval", "distill"], default="train",
+                        help="eval: resnet20's eval-mode forward under torch.no_grad(); distill: a student step on a teacher's soft targets")
+    parser.add_argument("--ranks", type=int, default=1, help="processes under DistributedDataParallel (gloo)")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
     parser.add_argument("--allocator", choices=["glibc", "tcmalloc"], default="glibc",
                         help="malloc of the process: tcmalloc (kr's, Note [Allocator]) is preloaded by re-executing")
@@ -35,6 +42,26 @@ def main():
             raise SystemExit("bench_ref: --allocator tcmalloc needs %s (libtcmalloc-minimal4)" % library)
         os.environ["LD_PRELOAD"] = library
         os.execv(sys.executable, [sys.executable] + sys.argv)
+    if args.ranks > 1 and "KR_BENCH_RANK" not in os.environ:
+        # The launcher: one process per rank, as torchrun would start them.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        children = []
+        for rank in range(args.ranks):
+            env = dict(os.environ, KR_BENCH_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(args.ranks),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            children.append(subprocess.Popen([sys.executable] + sys.argv, env=env))
+        codes = [child.wait() for child in children]
+        if any(codes):
+            raise SystemExit("bench_ref: a rank failed (exit codes %s)" % codes)
+        return
+    rank = int(os.environ.get("KR_BENCH_RANK", "0"))
+    if args.ranks > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        mine = cores[rank * args.threads:(rank + 1) * args.threads]
+        if len(mine) == args.threads:
+            os.sched_setaffinity(0, mine)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     import math
@@ -44,6 +71,9 @@ def main():
     from torch.nn import functional as F
 
     torch.set_num_threads(args.threads)
+    if args.ranks > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -153,12 +183,27 @@ def main():
     if args.layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    if args.model == "resnet20":
+    trained = model
+    if args.ranks > 1 and args.mode != "eval":
+        trained = nn.parallel.DistributedDataParallel(model)  # 25 MiB buckets, as kr's default
+    if args.model == "resnet20" and args.mode == "distill":
+        torch.manual_seed(2)
+        teacher = ResNet20(w=args.width)
+        if args.layout == "channels_last":
+            teacher = teacher.to(memory_format=torch.channels_last)
+        teacher.eval()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def loss():
+            with torch.no_grad():
+                targets = torch.softmax(teacher(images), 1)
+            return -(targets * torch.log_softmax(trained(images), 1)).sum(1).mean()
+    elif args.model == "resnet20":
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
 
         def loss():
-            return loss_fn(model(images), labels)
+            return loss_fn(trained(images), labels)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
         alphas_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
@@ -168,7 +213,7 @@ def main():
             noise = torch.randn_like(images)
             bar = alphas_bar[t].view(-1, 1, 1, 1)
             noisy = bar.sqrt() * images + (1 - bar).sqrt() * noise
-            return F.mse_loss(model(noisy, t, torch.randint(0, 11, (args.batch,))), noise)
+            return F.mse_loss(trained(noisy, t, torch.randint(0, 11, (args.batch,))), noise)
 
     def step():
         optimizer.zero_grad()
@@ -184,17 +229,25 @@ def main():
             with torch.no_grad():
                 model(images)
 
+    def barrier():
+        if args.ranks > 1:
+            torch.distributed.barrier()
+
     for _ in range(args.warmup):
         step()
+    barrier()
     start = time.perf_counter()
     for _ in range(args.iterations):
         step()
+    barrier()
     seconds = time.perf_counter() - start
-    print(json.dumps({"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
-                      "parameters": sum(p.numel() for p in model.parameters()), "ranks": 1, "threads_per_rank": args.threads,
-                      "batch_per_rank": args.batch, "layout": args.layout, "allocator": args.allocator,
-                      "images_per_second": args.batch * args.iterations / seconds,
-                      "torch": torch.__version__}))
+    if rank == 0:
+        print(json.dumps({"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
+                          "parameters": sum(p.numel() for p in model.parameters()), "ranks": args.ranks,
+                          "threads_per_rank": args.threads, "batch_per_rank": args.batch, "layout": args.layout,
+                          "allocator": args.allocator, "ddp": args.ranks > 1 and args.mode != "eval",
+                          "images_per_second": args.ranks * args.batch * args.iterations / seconds,
+                          "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

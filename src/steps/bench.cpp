@@ -19,6 +19,7 @@
 #include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/steps/step.hpp"
+#include "kr/train/distillation.hpp"
 
 namespace kr::steps {
 
@@ -54,7 +55,7 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
   // clang-format off
   table
       ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm")
-      ("mode", &options.mode, "train", "train (one optimisation step), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient) or infer (resnet20's inference fast path)")
+      ("mode", &options.mode, "train", "train (one optimisation step), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient), infer (resnet20's inference fast path) or distill (resnet20: a student step on a teacher's soft targets, the teacher labelling through the fast path, as kr distill does)")
       ("batch-per-rank", &options.batch_per_rank, 128, "images per rank per step (weak scaling)").at_least(1)
       ("image", &options.image, "1x28x28", "input C x H x W")
       ("classes", &options.classes, 10, "output classes").at_least(2)
@@ -158,6 +159,26 @@ Timed bench_resnet(Context& context, const BenchOptions& options,
   model->train();
   Timed timed{"resnet20 train", channels_last ? "channels_last" : "nchw", double(batch),
               3.0 * nn::resnet20_forward_flops(shape), 0};
+  if (options.mode == "distill") {
+    // kr distill's step without its data: the teacher labels the batch (folded, no
+    // gradient), the student steps toward the teacher's softmax.
+    torch::manual_seed(2);
+    nn::ResNet20 teacher(shape);
+    if (channels_last) nn::to_channels_last(*teacher);
+    teacher->eval();
+    const nn::InferenceResNet labeller(*teacher, channels_last);
+    timed.what = "resnet20 distill";
+    timed.flops_per_image = 4.0 * nn::resnet20_forward_flops(shape);
+    timed.seconds = time_steps(context, options, [&] {
+      optimizer.zero_grad();
+      const auto targets = train::soft_targets(labeller.forward(images), 1.0, 0.0);
+      auto loss = train::distillation_loss(model->forward(images), targets, 1.0);
+      loss.backward();
+      parallel.synchronize_gradients();
+      optimizer.step();
+    });
+    return timed;
+  }
   timed.seconds = time_steps(context, options, [&] {
     optimizer.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
@@ -266,8 +287,9 @@ int run_bench(Context& context, const BenchOptions& options) {
   if (batch < 1) throw UsageError("--batch-per-rank must be at least 1");
   Timed timed;
   if (model == "resnet20") {
-    if (options.mode != "train" && options.mode != "eval" && options.mode != "infer")
-      throw UsageError("--mode: resnet20 is timed in train, eval or infer mode, got '" +
+    if (options.mode != "train" && options.mode != "eval" && options.mode != "infer" &&
+        options.mode != "distill")
+      throw UsageError("--mode: resnet20 is timed in train, eval, infer or distill mode, got '" +
                        options.mode + "'");
     timed = bench_resnet(context, options, dims, batch);
   } else if (model == "gan" || model == "ddpm") {
@@ -282,6 +304,7 @@ int run_bench(Context& context, const BenchOptions& options) {
   Json row{{"impl", "kr"},
            {"model", model},
            {"what", timed.what},
+           {"mode", options.mode},
            {"ranks", context.comm.size()},
            {"threads_per_rank", context.threads.intra_op},
            {"batch_per_rank", batch},

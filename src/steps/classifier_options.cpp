@@ -5,6 +5,7 @@
 #include "kr/comm/communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
+#include "kr/core/sha256.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/training_options.hpp"
@@ -55,23 +56,34 @@ train::ClassifierSettings classifier_settings(const Context& context,
 
 ClassifierResult finish_classifier(Context& context, train::ClassifierTask& task,
                                    train::CheckpointManager& checkpoints,
-                                   const std::string& run_dir, const data::Dataset& dataset) {
+                                   const std::string& run_dir, const data::Dataset& dataset,
+                                   const train::TrainOutcome& outcome) {
   const auto best = checkpoints.find_best();
   if (!best) throw Error(run_dir + ": training finished without a best checkpoint");
   nn::load_module(*task.model(), *best + "/model.pt");
   ClassifierResult result;
   result.test = task.evaluate_on(dataset.test);
-  result.val = task.evaluate_on(dataset.val);
+  result.val_accuracy = outcome.best.at("val_accuracy").get<double>();
   result.params_sha256 = nn::state_sha256(*task.model());
   if (context.comm.rank() == 0) {
     nn::save_module(*task.model(), run_dir + "/model.pt");
-    write_file_atomic(
-        run_dir + "/model.json",
-        classifier_description(task.shape(), result.params_sha256, dataset.info.source_sha256)
-                .dump(2) +
-            "\n");
+    Json description =
+        classifier_description(task.shape(), result.params_sha256, dataset.info.source_sha256);
+    description["test_accuracy"] = result.test.accuracy();
+    description["val_accuracy"] = result.val_accuracy;
+    description["test_sha256"] = split_sha256(dataset.test);
+    write_file_atomic(run_dir + "/model.json", description.dump(2) + "\n");
   }
   return result;
+}
+
+std::string split_sha256(const data::ImageSet& set) {
+  Sha256 hash;
+  const auto images = set.images.contiguous();
+  const auto labels = set.labels.contiguous();
+  hash.update(images.data_ptr(), images.nbytes());
+  hash.update(labels.data_ptr(), labels.nbytes());
+  return hash.hex_digest();
 }
 
 void write_history_csv(const std::string& path, const Json& history,

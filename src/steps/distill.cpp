@@ -278,7 +278,7 @@ std::unique_ptr<gen::Sampler> online_sampler(const Context& context, const Disti
 Json distill_results(const Context& context, const DistillOptions& options, const EpochPlan& plan,
                      StudentTask& task, const io::SyntheticPool& pool, const std::string& pool_dir,
                      const train::TrainOutcome& outcome, const ClassifierResult& result,
-                     const train::EvalResult& teacher_test, std::int64_t steps_per_epoch) {
+                     double teacher_test, std::int64_t steps_per_epoch) {
   const std::int64_t seen = steps_per_epoch * options.classifier.training.batch * plan.epochs;
   const std::int64_t unique = std::min(plan.parts_needed * plan.epoch_size, seen);
   double data_s = 0, teacher_s = 0, student_s = 0;
@@ -306,10 +306,10 @@ Json distill_results(const Context& context, const DistillOptions& options, cons
               {"unique_synthetic_images", unique},
               {"regenerations", plan.parts_needed},
               {"best_epoch", outcome.best.value("epoch", 0)},
-              {"val_accuracy", result.val.accuracy()},
+              {"val_accuracy", result.val_accuracy},
               {"test_accuracy", result.test.accuracy()},
-              {"teacher_test_accuracy", teacher_test.accuracy()},
-              {"gap_points", 100.0 * (teacher_test.accuracy() - result.test.accuracy())},
+              {"teacher_test_accuracy", teacher_test},
+              {"gap_points", 100.0 * (teacher_test - result.test.accuracy())},
               {"test_images", result.test.count},
               {"world_size", context.comm.size()},
               {"threads_per_rank", context.threads.intra_op},
@@ -366,10 +366,18 @@ int run_distill(Context& context, const DistillOptions& options) {
     record.finish("preempted");
     return exit_code::preempted;
   }
-  const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset);
-  const auto teacher_test = train::evaluate_classifier(
-      context.comm, [&](const at::Tensor& images) { return teacher.logits(images); }, dataset.test,
-      options.classifier.eval_batch);
+  const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset, outcome);
+  // The teacher's test accuracy as its own step measured it on this test split, else
+  // measured here (a teacher from other data, or one recorded before kr kept it).
+  const auto& recorded = teacher.description;
+  const double teacher_test =
+      recorded.contains("test_accuracy") &&
+              recorded.value("test_sha256", std::string()) == split_sha256(dataset.test)
+          ? recorded.at("test_accuracy").get<double>()
+          : train::evaluate_classifier(
+                context.comm, [&](const at::Tensor& images) { return teacher.logits(images); },
+                dataset.test, options.classifier.eval_batch)
+                .accuracy();
   Json results = distill_results(context, options, plan, task, pool, pool_dir, outcome, result,
                                  teacher_test, steps_per_epoch);
   if (context.comm.rank() == 0) {
@@ -386,12 +394,12 @@ int run_distill(Context& context, const DistillOptions& options) {
   std::snprintf(
       line, sizeof line,
       "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best epoch %lld)",
-      100.0 * result.test.accuracy(), 100.0 * teacher_test.accuracy(),
-      100.0 * (teacher_test.accuracy() - result.test.accuracy()),
+      100.0 * result.test.accuracy(), 100.0 * teacher_test,
+      100.0 * (teacher_test - result.test.accuracy()),
       static_cast<long long>(outcome.best.value("epoch", 0)));
   log::info(line);
   record.set("results", Json{{"test_accuracy", result.test.accuracy()},
-                             {"teacher_test_accuracy", teacher_test.accuracy()},
+                             {"teacher_test_accuracy", teacher_test},
                              {"params_sha256", result.params_sha256}});
   record.finish("complete");
   return exit_code::ok;

@@ -41,6 +41,8 @@ struct MiaOptions {
   std::int64_t pool_size = 10000;
   std::string pipeline;
   std::int64_t shadow_epochs = 0;
+  std::int64_t shadow_batch = 0;
+  double shadow_warmup = -1;
   bool hard_control = false;
   std::int64_t population = 1000;
   std::int64_t query_shift = 1;
@@ -64,6 +66,8 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("pool-size", &options.pool_size, 10000, "real train images in the membership pool (a keyed random subset)").at_least(2)
       ("pipeline", &options.pipeline, "kr", "pipeline each run replays (jobs/<name>.pipeline or a file): its training steps (train-teacher, train-generator, generate, distill), in its order and run directories")
       ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step, and --pool-epochs of its generate step to match (0: as configured)").at_least(0)
+      ("shadow-batch", &options.shadow_batch, 0, "cost control: --batch of the replayed classifier steps (teacher, regularised teacher, student); a run's members are half the pool, and a small member set needs more steps than the shipped batch gives it (0: as configured)").at_least(0)
+      ("shadow-warmup-epochs", &options.shadow_warmup, -1.0, "cost control: --warmup-epochs of the replayed classifier steps (-1: as configured)").at_least(-1)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
       ("train-run", &options.train_run, -1, "train membership run J only and stop (no scoring): one run per Slurm array task (slurm/submit --mia-array); a later kr mia without it scores the complete runs").at_least(-1)
@@ -140,6 +144,13 @@ void write_run_data(const std::string& run_dir, const data::Dataset& dataset,
   io::write_dataset(subset, path);
 }
 
+// A double as an option value, exactly.
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
 // Replays `steps` in <run_dir> (its data in <run_dir>/data) through the pipeline
 // runner on a single-rank communicator (whole runs are dealt to ranks), skipping steps
 // already complete. Returns false when a step was preempted.
@@ -156,11 +167,18 @@ bool replay_run(Context& context, const MiaOptions& options, const std::string& 
   const auto common = replay_common(context, run_dir, seed);
   // --shadow-epochs cuts every training step; the pool then holds as many parts as the
   // student's epochs need (enough at any --regen-every).
-  if (options.shadow_epochs > 0)
-    for (auto& step : steps)
+  for (auto& step : steps) {
+    if (options.shadow_epochs > 0)
       step.options.insert(step.options.end(),
                           {step.step == "generate" ? "--pool-epochs" : "--epochs",
                            std::to_string(options.shadow_epochs)});
+    if (step.step != "train-teacher" && step.step != "distill") continue;
+    if (options.shadow_batch > 0)
+      step.options.insert(step.options.end(), {"--batch", std::to_string(options.shadow_batch)});
+    if (options.shadow_warmup >= 0)
+      step.options.insert(step.options.end(),
+                          {"--warmup-epochs", number_text(options.shadow_warmup)});
+  }
   comm::SelfCommunicator self;
   const int code = run_pipeline(context, self, steps, run_dir, common);
   if (code == exit_code::preempted) return false;
@@ -256,12 +274,6 @@ std::vector<std::int64_t> every_row(const data::ImageSet& set) {
   std::vector<std::int64_t> rows(static_cast<std::size_t>(set.size()));
   std::iota(rows.begin(), rows.end(), 0);
   return rows;
-}
-
-std::string number_text(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.17g", value);
-  return text;
 }
 
 // Note [Regularised teacher]
@@ -574,6 +586,12 @@ std::string recipe_text(const MiaOptions& options, const LiraAudit& audit) {
          std::to_string(audit.pool.size()) + "-image pool), " +
          (options.shadow_epochs > 0 ? std::to_string(options.shadow_epochs) + " epochs per step"
                                     : std::string("epochs as configured")) +
+         (options.shadow_batch > 0
+              ? ", classifiers at batch " + std::to_string(options.shadow_batch)
+              : std::string()) +
+         (options.shadow_warmup >= 0
+              ? " with " + number_text(options.shadow_warmup) + " warm-up epochs"
+              : std::string()) +
          ", " + std::to_string(privacy::query_count(audit.mirror, audit.query_shift)) +
          " queries per point; each run's accuracy on " + std::to_string(audit.run_test.size()) +
          " test images";
@@ -614,6 +632,8 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
       {"members_per_run", audit.pool.size() / 2},
       {"replay", audit.replay_names},
       {"shadow_epochs", options.shadow_epochs},
+      {"shadow_batch", options.shadow_batch},
+      {"shadow_warmup_epochs", options.shadow_warmup},
       {"queries", queries_json(audit)},
       {"headline", Json::array({"tpr_at_0.1%", "tpr_at_1%", "auc"})},
       {"recipe", Json{{"audited", recipe_text(options, audit)},
@@ -685,6 +705,9 @@ int run_mia(Context& context, const MiaOptions& options) {
       // The configuration's content, not its path: the same file named relative or
       // absolute, or copied elsewhere, resumes the same runs.
       {"config_sha256", config.empty() ? std::string() : sha256_file(config)}};
+  // Only when set: audits started before these options resume unchanged.
+  if (options.shadow_batch > 0) settings["shadow_batch"] = options.shadow_batch;
+  if (options.shadow_warmup >= 0) settings["shadow_warmup_epochs"] = options.shadow_warmup;
   return run_audit(
       context,
       AuditSteps{audit.out, "run", data_path, audit.runs, settings,

@@ -101,7 +101,7 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
   }
 
   // The best-on-val weights are the teacher; test accuracy is measured once, here.
-  const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset);
+  const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset, outcome);
   Json results{{"step", "train-teacher"},
                {"model", "resnet20"},
                {"width", task.shape().width},
@@ -112,7 +112,7 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
                {"label_smoothing", options.classifier.label_smoothing},
                {"mixup", options.mixup},
                {"best_epoch", outcome.best.value("epoch", 0)},
-               {"val_accuracy", result.val.accuracy()},
+               {"val_accuracy", result.val_accuracy},
                {"test_accuracy", result.test.accuracy()},
                {"test_images", result.test.count},
                {"world_size", context.comm.size()},
@@ -134,10 +134,10 @@ int run_train_teacher(Context& context, const TeacherOptions& options) {
   std::snprintf(
       line, sizeof line, "train-teacher: test accuracy %.2f %% (best epoch %lld, val %.2f %%)",
       100.0 * result.test.accuracy(), static_cast<long long>(outcome.best.value("epoch", 0)),
-      100.0 * result.val.accuracy());
+      100.0 * result.val_accuracy);
   log::info(line);
   record.set("results", Json{{"test_accuracy", result.test.accuracy()},
-                             {"val_accuracy", result.val.accuracy()},
+                             {"val_accuracy", result.val_accuracy},
                              {"params_sha256", result.params_sha256}});
   record.finish("complete");
   return exit_code::ok;

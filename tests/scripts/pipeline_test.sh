@@ -80,8 +80,20 @@ assert distill["regenerations"] == distill["epochs"], distill["regenerations"]
 assert distill["unique_synthetic_images"] == distill["synthetic_images_seen"]
 report = json.load(open(f"{w}/results/report.json"))["runs"][0]
 assert report["teacher_test_accuracy"] > 0.2 and "mia_student" in report
+# The student's gap is against the teacher's test accuracy as the teacher step measured
+# it (model.json, same test split): distill does not evaluate the teacher again.
+teacher = json.load(open(f"{w}/results/teacher.json"))
+assert distill["teacher_test_accuracy"] == teacher["test_accuracy"], (distill["teacher_test_accuracy"], teacher["test_accuracy"])
+assert len(json.load(open(f"{w}/teacher/model.json"))["test_sha256"]) == 64
+# Every step's time split into data, compute, communication and I/O adds up to its wall time.
+for name in ("teacher", "generator", "generate", "distill", "mia"):
+    split = json.load(open(f"{w}/results/{name}.json"))["cost_split"]
+    parts = [split[k + "_seconds"] for k in ("data", "compute", "comm", "io")]
+    assert min(parts) >= 0 and abs(sum(parts) - split["wall_seconds"]) < 1e-6 * max(1, split["wall_seconds"]), (name, split)
+    assert split["io_seconds"] > 0 and split["compute_seconds"] > 0, (name, split)
+assert json.load(open(f"{w}/results/teacher.json"))["cost_split"]["comm_seconds"] > 0
 PY
-pass "pipeline outputs, distinct MIA runs, report"
+pass "pipeline outputs, distinct MIA runs, report, cost split"
 
 # kr mia knows its runs by the configuration's content, not its path: a copy elsewhere
 # rescores them; a changed configuration is refused, naming what differs.

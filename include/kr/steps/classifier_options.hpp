@@ -11,6 +11,7 @@
 #include "kr/train/checkpoint.hpp"
 #include "kr/train/classifier.hpp"
 #include "kr/train/evaluate.hpp"
+#include "kr/train/trainer.hpp"
 
 namespace kr::steps {
 
@@ -37,16 +38,21 @@ train::ClassifierSettings classifier_settings(const Context& context,
 
 struct ClassifierResult {
   train::EvalResult test;
-  train::EvalResult val;
+  double val_accuracy = 0;  // of the selected epoch, as the trainer measured it
   std::string params_sha256;
 };
 
 // After run_training: loads the best-on-val checkpoint into the task's model,
-// measures test and val accuracy once, and (rank 0) writes <run_dir>/model.pt and
-// model.json.
+// measures test accuracy once (val was measured when the epoch was selected: not
+// again), and (rank 0) writes <run_dir>/model.pt and model.json, which records both
+// accuracies and the test split's fingerprint (split_sha256).
 ClassifierResult finish_classifier(Context& context, train::ClassifierTask& task,
                                    train::CheckpointManager& checkpoints,
-                                   const std::string& run_dir, const data::Dataset& dataset);
+                                   const std::string& run_dir, const data::Dataset& dataset,
+                                   const train::TrainOutcome& outcome);
+
+// sha256 of a split's images and labels: which test set an accuracy was measured on.
+std::string split_sha256(const data::ImageSet& set);
 
 // epoch,train_loss,val_accuracy,... from the trainer's history.
 void write_history_csv(const std::string& path, const Json& history,
