@@ -65,13 +65,14 @@ ClassifierResult finish_classifier(Context& context, train::ClassifierTask& task
   result.test = task.evaluate_on(dataset.test);
   result.val_accuracy = outcome.best.at("val_accuracy").get<double>();
   result.params_sha256 = nn::state_sha256(*task.model());
+  result.test_sha256 = split_sha256(dataset.test);
   if (context.comm.rank() == 0) {
     nn::save_module(*task.model(), run_dir + "/model.pt");
     Json description =
         classifier_description(task.shape(), result.params_sha256, dataset.info.source_sha256);
     description["test_accuracy"] = result.test.accuracy();
     description["val_accuracy"] = result.val_accuracy;
-    description["test_sha256"] = split_sha256(dataset.test);
+    description["test_sha256"] = result.test_sha256;
     write_file_atomic(run_dir + "/model.json", description.dump(2) + "\n");
   }
   return result;

@@ -372,7 +372,7 @@ int run_distill(Context& context, const DistillOptions& options) {
   const auto& recorded = teacher.description;
   const double teacher_test =
       recorded.contains("test_accuracy") &&
-              recorded.value("test_sha256", std::string()) == split_sha256(dataset.test)
+              recorded.value("test_sha256", std::string()) == result.test_sha256
           ? recorded.at("test_accuracy").get<double>()
           : train::evaluate_classifier(
                 context.comm, [&](const at::Tensor& images) { return teacher.logits(images); },

@@ -40,6 +40,7 @@ struct ClassifierResult {
   train::EvalResult test;
   double val_accuracy = 0;  // of the selected epoch, as the trainer measured it
   std::string params_sha256;
+  std::string test_sha256;  // split_sha256 of the test split measured on
 };
 
 // After run_training: loads the best-on-val checkpoint into the task's model,
