@@ -4,19 +4,25 @@
 --model resnet20: the teacher's step (SGD, cross-entropy); --mode eval its eval-mode
 forward under no_grad; --mode distill a student step toward a teacher's softmax (the
 teacher in eval mode under no_grad), as kr distill's step. --model unet: the DDPM's
-step (Adam, epsilon-prediction MSE at random timesteps and labels). --ranks N runs N
+step (Adam, epsilon-prediction MSE at random timesteps and labels). --model gan: the
+class-conditional GAN's step as kr's (docs/ARCHITECTURE.md "gan"), written as a PyTorch
+user would: nearest upsample + conv3x3, torch.nn.utils.spectral_norm, hinge loss,
+--d-steps discriminator steps on real and fresh fakes in one forward, a generator step,
+the EMA update. --ranks N runs N
 processes under DistributedDataParallel (gloo), each pinned to its own cores, as a
 PyTorch user with N cores would run it.
 Written for kr's benchmark (not a copy of any other code): the networks follow
 shared/docs/ARCHITECTURES.md like kr's C++ ones. Prints one JSON line.
 """
 import argparse
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
 
 def main():
@@ -26,7 +32,10 @@ def main():
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     parser.add_argument("--iterations", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--model", choices=["resnet20", "unet"], default="resnet20")
+    parser.add_argument("--model", choices=["resnet20", "unet", "gan"], default="resnet20")
+    parser.add_argument("--g-width", type=int, default=16, help="gan: generator width")
+    parser.add_argument("--d-width", type=int, default=16, help="gan: discriminator width")
+    parser.add_argument("--d-steps", type=int, default=2, help="gan: discriminator steps per generator step")
     parser.add_argument("--mode", choices=["train", "eval", "distill"], default="train",
                         help="eval: resnet20's eval-mode forward under torch.no_grad(); distill: a student step on a teacher's soft targets")
     parser.add_argument("--ranks", type=int, default=1, help="processes under DistributedDataParallel (gloo)")
@@ -35,7 +44,7 @@ def main():
                         help="malloc of the process: tcmalloc (kr's, Note [Allocator]) is preloaded by re-executing")
     args = parser.parse_args()
     if args.width == 0:
-        args.width = 16 if args.model == "resnet20" else 32
+        args.width = {"resnet20": 16, "unet": 32, "gan": args.g_width}[args.model]
     if args.allocator == "tcmalloc" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
         library = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
         if not os.path.exists(library):
@@ -71,6 +80,8 @@ def main():
     from torch.nn import functional as F
 
     torch.set_num_threads(args.threads)
+    # A 1-channel stem weight is both NCHW and channels-last: DDP's stride warning about it is noise.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     if args.ranks > 1:
         import torch.distributed as dist
         dist.init_process_group("gloo")
@@ -177,16 +188,69 @@ def main():
                     h = self.ups[i](F.interpolate(h, scale_factor=2, mode="nearest"))
             return self.conv_out(F.silu(self.norm_out(h)))
 
+
+    class ConditionalNorm(nn.Module):
+        def __init__(self, channels, condition):
+            super().__init__()
+            self.norm = nn.GroupNorm(8, channels, affine=False)
+            self.affine = nn.Linear(condition, 2 * channels)
+            nn.init.zeros_(self.affine.weight)
+            nn.init.zeros_(self.affine.bias)
+
+        def forward(self, x, condition):
+            gamma, beta = self.affine(condition)[:, :, None, None].chunk(2, 1)
+            return self.norm(x) * (1 + gamma) + beta
+
+    class Generator(nn.Module):
+        def __init__(self, g, latent=64, classes=10, channels=1, side=28):
+            super().__init__()
+            self.g, self.quarter, condition = g, side // 4, latent + 64
+            self.embed = nn.Embedding(classes, 64)
+            self.linear = nn.Linear(condition, 4 * g * self.quarter * self.quarter)
+            self.norm1, self.norm2, self.norm3 = (ConditionalNorm(4 * g, condition), ConditionalNorm(2 * g, condition),
+                                                  ConditionalNorm(g, condition))
+            self.conv1, self.conv2 = nn.Conv2d(4 * g, 2 * g, 3, padding=1), nn.Conv2d(2 * g, g, 3, padding=1)
+            self.out = nn.Conv2d(g, channels, 3, padding=1)
+
+        def forward(self, z, labels):
+            condition = torch.cat([z, self.embed(labels)], 1)
+            h = self.linear(condition).view(-1, 4 * self.g, self.quarter, self.quarter)
+            h = self.conv1(F.interpolate(torch.relu(self.norm1(h, condition)), scale_factor=2, mode="nearest"))
+            h = self.conv2(F.interpolate(torch.relu(self.norm2(h, condition)), scale_factor=2, mode="nearest"))
+            return torch.tanh(self.out(torch.relu(self.norm3(h, condition))))
+
+    class Discriminator(nn.Module):
+        def __init__(self, d, classes=10, channels=1):
+            super().__init__()
+            sn = nn.utils.spectral_norm
+            self.convs = nn.ModuleList([sn(nn.Conv2d(channels, d, 3, 1, 1)), sn(nn.Conv2d(d, 2 * d, 3, 2, 1)),
+                                        sn(nn.Conv2d(2 * d, 2 * d, 3, 1, 1)), sn(nn.Conv2d(2 * d, 4 * d, 3, 2, 1)),
+                                        sn(nn.Conv2d(4 * d, 4 * d, 3, 1, 1))])
+            self.head = sn(nn.Linear(4 * d, 1))
+            self.embed = nn.Embedding(classes, 4 * d)
+
+        def forward(self, x, labels):
+            for conv in self.convs:
+                x = F.leaky_relu(conv(x), 0.2)
+            h = x.sum((2, 3))
+            return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+
     images = torch.randn(args.batch, 1, 28, 28)
     labels = torch.randint(0, 10, (args.batch,))
-    model = ResNet20(w=args.width) if args.model == "resnet20" else UNet(args.width)
+    if args.model == "gan":
+        model = Generator(args.g_width)
+        discriminator = Discriminator(args.d_width)
+    else:
+        model = ResNet20(w=args.width) if args.model == "resnet20" else UNet(args.width)
     if args.layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     trained = model
     if args.ranks > 1 and args.mode != "eval":
         trained = nn.parallel.DistributedDataParallel(model)  # 25 MiB buckets, as kr's default
-    if args.model == "resnet20" and args.mode == "distill":
+    if args.model == "gan":
+        optimizer = None  # the GAN's step below has its own two
+    elif args.model == "resnet20" and args.mode == "distill":
         torch.manual_seed(2)
         teacher = ResNet20(w=args.width)
         if args.layout == "channels_last":
@@ -220,6 +284,39 @@ def main():
         loss().backward()
         optimizer.step()
 
+    if args.model == "gan":
+        if args.layout == "channels_last":
+            discriminator = discriminator.to(memory_format=torch.channels_last)
+        critic = discriminator
+        if args.ranks > 1:
+            critic = nn.parallel.DistributedDataParallel(discriminator)
+        ema = Generator(args.g_width)
+        ema.load_state_dict(model.state_dict())
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        g_optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        real = images.clamp(-1, 1)
+        both = torch.cat([labels, labels])
+
+        def step():  # noqa: F811 (the GAN's step replaces the classifier's)
+            for _ in range(args.d_steps):
+                with torch.no_grad():
+                    fake = model(torch.randn(args.batch, 64), labels)
+                scores = critic(torch.cat([real, fake]), both)
+                d_loss = torch.relu(1 - scores[:args.batch]).mean() + torch.relu(1 + scores[args.batch:]).mean()
+                d_optimizer.zero_grad()
+                d_loss.backward()
+                d_optimizer.step()
+            g_optimizer.zero_grad()
+            with critic.no_sync() if args.ranks > 1 else contextlib.nullcontext():
+                g_loss = -critic(trained(torch.randn(args.batch, 64), labels), labels).mean()
+                g_loss.backward()
+            g_optimizer.step()
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 0.001)
+
     if args.mode == "eval":
         if args.model != "resnet20":
             parser.error("--mode eval times resnet20 only")
@@ -242,12 +339,16 @@ def main():
     barrier()
     seconds = time.perf_counter() - start
     if rank == 0:
-        print(json.dumps({"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
-                          "parameters": sum(p.numel() for p in model.parameters()), "ranks": args.ranks,
+        row = {"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
+               "parameters": sum(p.numel() for p in model.parameters())}
+        if args.model == "gan":
+            row.update({"d_width": args.d_width, "d_steps": args.d_steps,
+                        "discriminator_parameters": sum(p.numel() for p in discriminator.parameters())})
+        print(json.dumps(dict(row, **{"ranks": args.ranks,
                           "threads_per_rank": args.threads, "batch_per_rank": args.batch, "layout": args.layout,
                           "allocator": args.allocator, "ddp": args.ranks > 1 and args.mode != "eval",
                           "images_per_second": args.ranks * args.batch * args.iterations / seconds,
-                          "torch": torch.__version__}), flush=True)
+                          "torch": torch.__version__})), flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ struct MiaOptions {
   std::int64_t shadow_epochs = 0;
   std::int64_t shadow_batch = 0;
   double shadow_warmup = -1;
+  std::int64_t shadow_generator_epochs = 0;
+  std::int64_t shadow_generator_batch = 0;
   bool hard_control = false;
   std::int64_t population = 1000;
   std::int64_t query_shift = 1;
@@ -68,6 +70,8 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("shadow-epochs", &options.shadow_epochs, 0, "cost control: --epochs of every replayed training step, and --pool-epochs of its generate step to match (0: as configured)").at_least(0)
       ("shadow-batch", &options.shadow_batch, 0, "cost control: --batch of the replayed classifier steps (teacher, regularised teacher, student); a run's members are half the pool, and a small member set needs more steps than the shipped batch gives it (0: as configured)").at_least(0)
       ("shadow-warmup-epochs", &options.shadow_warmup, -1.0, "cost control: --warmup-epochs of the replayed classifier steps (-1: as configured)").at_least(-1)
+      ("shadow-generator-epochs", &options.shadow_generator_epochs, 0, "cost control: --epochs of the replayed train-generator step, in place of --shadow-epochs (a GAN needs a few hundred steps on a small member set before its samples are their class; 0: as --shadow-epochs)").at_least(0)
+      ("shadow-generator-batch", &options.shadow_generator_batch, 0, "cost control: --batch of the replayed train-generator step (0: as configured)").at_least(0)
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
       ("train-run", &options.train_run, -1, "train membership run J only and stop (no scoring): one run per Slurm array task (slurm/submit --mia-array); a later kr mia without it scores the complete runs").at_least(-1)
@@ -165,13 +169,21 @@ std::vector<std::string> replay_common(const Context& context, const std::string
 bool replay_run(Context& context, const MiaOptions& options, const std::string& run_dir,
                 std::vector<PipelineStep> steps, std::uint64_t seed) {
   const auto common = replay_common(context, run_dir, seed);
-  // --shadow-epochs cuts every training step; the pool then holds as many parts as the
-  // student's epochs need (enough at any --regen-every).
+  // --shadow-epochs cuts every training step (the generator's own epochs and batch may be
+  // set apart); the pool then holds as many parts as the student's epochs need (enough
+  // at any --regen-every).
   for (auto& step : steps) {
-    if (options.shadow_epochs > 0)
+    const bool generator = step.step == "train-generator";
+    const auto epochs = generator && options.shadow_generator_epochs > 0
+                            ? options.shadow_generator_epochs
+                            : options.shadow_epochs;
+    if (epochs > 0)
       step.options.insert(step.options.end(),
                           {step.step == "generate" ? "--pool-epochs" : "--epochs",
-                           std::to_string(options.shadow_epochs)});
+                           std::to_string(epochs)});
+    if (generator && options.shadow_generator_batch > 0)
+      step.options.insert(step.options.end(),
+                          {"--batch", std::to_string(options.shadow_generator_batch)});
     if (step.step != "train-teacher" && step.step != "distill") continue;
     if (options.shadow_batch > 0)
       step.options.insert(step.options.end(), {"--batch", std::to_string(options.shadow_batch)});
@@ -592,6 +604,13 @@ std::string recipe_text(const MiaOptions& options, const LiraAudit& audit) {
          (options.shadow_warmup >= 0
               ? " with " + number_text(options.shadow_warmup) + " warm-up epochs"
               : std::string()) +
+         (options.shadow_generator_epochs > 0
+              ? ", the generator " + std::to_string(options.shadow_generator_epochs) + " epochs"
+              : std::string()) +
+         (options.shadow_generator_batch > 0
+              ? std::string(options.shadow_generator_epochs > 0 ? " at" : ", the generator at") +
+                    " batch " + std::to_string(options.shadow_generator_batch)
+              : std::string()) +
          ", " + std::to_string(privacy::query_count(audit.mirror, audit.query_shift)) +
          " queries per point; each run's accuracy on " + std::to_string(audit.run_test.size()) +
          " test images";
@@ -634,6 +653,8 @@ void write_lira_results(const Context& context, const MiaOptions& options, const
       {"shadow_epochs", options.shadow_epochs},
       {"shadow_batch", options.shadow_batch},
       {"shadow_warmup_epochs", options.shadow_warmup},
+      {"shadow_generator_epochs", options.shadow_generator_epochs},
+      {"shadow_generator_batch", options.shadow_generator_batch},
       {"queries", queries_json(audit)},
       {"headline", Json::array({"tpr_at_0.1%", "tpr_at_1%", "auc"})},
       {"recipe", Json{{"audited", recipe_text(options, audit)},
@@ -708,6 +729,10 @@ int run_mia(Context& context, const MiaOptions& options) {
   // Only when set: audits started before these options resume unchanged.
   if (options.shadow_batch > 0) settings["shadow_batch"] = options.shadow_batch;
   if (options.shadow_warmup >= 0) settings["shadow_warmup_epochs"] = options.shadow_warmup;
+  if (options.shadow_generator_epochs > 0)
+    settings["shadow_generator_epochs"] = options.shadow_generator_epochs;
+  if (options.shadow_generator_batch > 0)
+    settings["shadow_generator_batch"] = options.shadow_generator_batch;
   return run_audit(
       context,
       AuditSteps{audit.out, "run", data_path, audit.runs, settings,

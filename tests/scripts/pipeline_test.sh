@@ -27,6 +27,10 @@ reg = json.load(open(f"{w}/mia/run_0/results/teacher-reg.json"))
 student = json.load(open(f"{w}/mia/run_0/results/distill.json"))
 assert reg["mixup"] == student["mixup"] and reg["label_smoothing"] == student["label_smoothing"], reg
 assert reg["epochs"] == student["epochs"], (reg["epochs"], student["epochs"])
+# --shadow-epochs reaches the classifiers, --shadow-generator-epochs the generator.
+generator = json.load(open(f"{w}/mia/run_0/results/generator.json"))
+assert student["epochs"] == mia["shadow_epochs"] == 3, (student["epochs"], mia["shadow_epochs"])
+assert generator["epochs"] == mia["shadow_generator_epochs"] == 2, generator["epochs"]
 assert mia["regularised_teacher"]["mixup"] == student["mixup"]
 assert "teacher_reg-student" in mia["paired"], mia["paired"].keys()
 # Queries: crop shifts of 1 pixel, each mirrored where flips are allowed.
