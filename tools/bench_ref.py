@@ -38,6 +38,9 @@ def main():
     parser.add_argument("--d-steps", type=int, default=2, help="gan: discriminator steps per generator step")
     parser.add_argument("--mode", choices=["train", "eval", "distill"], default="train",
                         help="eval: resnet20's eval-mode forward under torch.no_grad(); distill: a student step on a teacher's soft targets")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="resnet20 eval and distill: bf16 runs the no-grad forward (the teacher's, in distill) "
+                             "under torch.autocast('cpu', torch.bfloat16), as a PyTorch user would ask for it")
     parser.add_argument("--ranks", type=int, default=1, help="processes under DistributedDataParallel (gloo)")
     parser.add_argument("--width", type=int, default=0, help="resnet20: 16, unet: 32 by default")
     parser.add_argument("--allocator", choices=["glibc", "tcmalloc"], default="glibc",
@@ -245,6 +248,12 @@ def main():
     if args.layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
+    if args.precision == "bf16" and (args.model != "resnet20" or args.mode == "train"):
+        parser.error("--precision bf16 times resnet20's eval and distill rows only")
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
     trained = model
     if args.ranks > 1 and args.mode != "eval":
         trained = nn.parallel.DistributedDataParallel(model)  # 25 MiB buckets, as kr's default
@@ -259,8 +268,8 @@ def main():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def loss():
-            with torch.no_grad():
-                targets = torch.softmax(teacher(images), 1)
+            with torch.no_grad(), autocast():
+                targets = torch.softmax(teacher(images).float(), 1)
             return -(targets * torch.log_softmax(trained(images), 1)).sum(1).mean()
     elif args.model == "resnet20":
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -323,7 +332,7 @@ def main():
         model.eval()
 
         def step():  # noqa: F811 (the inference row replaces the training step)
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(images)
 
     def barrier():
@@ -340,6 +349,7 @@ def main():
     seconds = time.perf_counter() - start
     if rank == 0:
         row = {"impl": "pytorch", "model": args.model, "mode": args.mode, "width": args.width,
+               "precision": args.precision,
                "parameters": sum(p.numel() for p in model.parameters())}
         if args.model == "gan":
             row.update({"d_width": args.d_width, "d_steps": args.d_steps,

@@ -7,6 +7,43 @@
 
 namespace kr::nn {
 
+// Note [Inference precision]
+// With Precision::bf16 the folded convolutions, ReLUs and residual adds run in
+// bfloat16 (8 significant bits), through oneDNN's bf16 kernels; the pooled features
+// are widened to float32 before the mean and the linear head. On a CPU with
+// AVX512_BF16 this runs resnet20's forward about twice as fast as float32. Its
+// logits differ from float32's by under 1 % of their spread, so arg-maxes differ
+// only on near ties: kr uses it only where a forward pass's output is a training target (the
+// teacher's labelling in `distill`), never where a reported figure is computed
+// (evaluation, the audit's logits, generator quality), which stay float32. The unit
+// test states the bound on soft targets.
+
+bool native_bf16() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
+Precision parse_precision(const std::string& name, const std::string& what) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "auto") return native_bf16() ? Precision::bf16 : Precision::fp32;
+  if (name == "bf16") {
+    if (!native_bf16())
+      throw UsageError(what +
+                       " bf16: this CPU has neither AVX512_BF16 nor AMX-BF16, and emulated "
+                       "bfloat16 is slower than float32 (use fp32 or auto)");
+    return Precision::bf16;
+  }
+  throw UsageError(what + ": unknown precision '" + name + "' (fp32, bf16 or auto)");
+}
+
+const char* precision_name(Precision precision) {
+  return precision == Precision::bf16 ? "bf16" : "fp32";
+}
+
 // Note [Inference fast path]
 // In eval mode a BatchNorm is an affine map per channel, y = s (x - mean) + beta with
 // s = gamma / sqrt(var + eps), so conv then BN is one convolution with weight W s
@@ -62,6 +99,28 @@ InferenceResNet::InferenceResNet(ResNet20Impl& trained, bool channels_last)
   head_bias_ = trained.head->bias.detach().clone();
 }
 
+InferenceResNet InferenceResNet::with_precision(Precision precision) const {
+  if (empty()) throw Error("inference: no network folded");
+  if (precision == Precision::bf16 && !native_bf16())
+    throw Error("inference: bf16 asked for on a CPU without native bfloat16");
+  const auto type = precision == Precision::bf16 ? torch::kBFloat16 : torch::kFloat32;
+  const auto format =
+      channels_last_ ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  auto convert = [&](const Conv& conv) {
+    if (!conv.weight.defined()) return conv;
+    return Conv{conv.weight.to(type).contiguous(format), conv.bias.to(type), conv.stride,
+                conv.padding};
+  };
+  InferenceResNet out = *this;
+  if (precision_ == Precision::bf16 && precision == Precision::fp32)
+    throw Error("inference: a bf16 network cannot be widened back to float32; fold again");
+  out.precision_ = precision;
+  out.stem_ = convert(stem_);
+  for (auto& block : out.blocks_)
+    block = Block{convert(block.conv1), convert(block.conv2), convert(block.shortcut)};
+  return out;
+}
+
 at::Tensor InferenceResNet::apply(const Conv& conv, const at::Tensor& x) {
   return at::conv2d(x, conv.weight, conv.bias, {conv.stride, conv.stride},
                     {conv.padding, conv.padding});
@@ -69,15 +128,16 @@ at::Tensor InferenceResNet::apply(const Conv& conv, const at::Tensor& x) {
 
 at::Tensor InferenceResNet::features_block(const at::Tensor& images) const {
   if (empty()) throw Error("inference: no network folded");
-  auto y =
-      apply(stem_, channels_last_ ? images.contiguous(at::MemoryFormat::ChannelsLast) : images);
-  y.relu_();
+  auto input = precision_ == Precision::bf16 ? images.to(torch::kBFloat16) : images;
+  if (channels_last_) input = input.contiguous(at::MemoryFormat::ChannelsLast);
+  auto y = apply(stem_, input).relu_();
   for (const auto& block : blocks_) {
     auto z = apply(block.conv1, y).relu_();
     z = apply(block.conv2, z);
     z.add_(block.shortcut.weight.defined() ? apply(block.shortcut, y) : y);
     y = z.relu_();
   }
+  if (precision_ == Precision::bf16) y = y.to(torch::kFloat32);
   return y.mean({2, 3});
 }
 

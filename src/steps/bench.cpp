@@ -38,6 +38,7 @@ struct BenchOptions {
   std::int64_t classes = 10;
   std::int64_t width = 16;
   bool channels_last = true;
+  std::string precision;
   std::int64_t g_width = 32;
   std::int64_t d_width = 32;
   std::int64_t latent = 64;
@@ -61,6 +62,7 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
       ("classes", &options.classes, 10, "output classes").at_least(2)
       ("width", &options.width, 16, "resnet20 base width").at_least(1)
       ("channels-last", &options.channels_last, true, "resnet20: NHWC memory format")
+      ("precision", &options.precision, "fp32", "resnet20 infer and distill: the fast path's arithmetic, fp32, bf16 or auto (as kr distill --teacher-precision)")
       ("g-width", &options.g_width, 32, "gan: generator base width").at_least(1)
       ("d-width", &options.d_width, 32, "gan: discriminator base width").at_least(1)
       ("latent", &options.latent, 64, "gan: latent size").at_least(1)
@@ -110,6 +112,10 @@ double forward_flops_per_image(const std::function<void(std::int64_t)>& forward)
   return static_cast<double>(nn::count_flops([&] { forward(1); }));
 }
 
+nn::Precision precision(const BenchOptions& options) {
+  return nn::parse_precision(options.precision, "--precision");
+}
+
 struct Timed {
   std::string what;            // e.g. "resnet20 train", "ddpm sample DDIM-20 w=2 batched"
   std::string layout;          // memory format
@@ -135,7 +141,7 @@ Timed bench_resnet_inference(Context& context, const BenchOptions& options, nn::
       model->forward(images);
     });
   } else {
-    const nn::InferenceResNet fast(*model, channels_last);
+    const auto fast = nn::InferenceResNet(*model, channels_last).with_precision(precision(options));
     timed.seconds = time_steps(context, options, [&] { fast.forward(images); });
   }
   return timed;
@@ -166,7 +172,8 @@ Timed bench_resnet(Context& context, const BenchOptions& options,
     nn::ResNet20 teacher(shape);
     if (channels_last) nn::to_channels_last(*teacher);
     teacher->eval();
-    const nn::InferenceResNet labeller(*teacher, channels_last);
+    const auto labeller =
+        nn::InferenceResNet(*teacher, channels_last).with_precision(precision(options));
     timed.what = "resnet20 distill";
     timed.flops_per_image = 4.0 * nn::resnet20_forward_flops(shape);
     timed.seconds = time_steps(context, options, [&] {
@@ -322,6 +329,10 @@ int run_bench(Context& context, const BenchOptions& options) {
     row["unet_width"] = options.unet_width;
   } else {
     row["width"] = options.width;
+    // The arithmetic of the timed forward: "eval" and "train" are float32 throughout.
+    row["precision"] = options.mode == "infer" || options.mode == "distill"
+                           ? nn::precision_name(precision(options))
+                           : "fp32";
   }
   char line[300];
   std::snprintf(line, sizeof line,

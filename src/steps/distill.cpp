@@ -46,6 +46,7 @@ struct DistillOptions {
   bool generate_online = false;
   std::int64_t sample_batch = 0;
   std::string results_name;
+  std::string teacher_precision;
   ClassifierOptions classifier;
 };
 
@@ -64,6 +65,7 @@ void add_distill_options(OptionTable& table, DistillOptions& options) {
       ("regen-every", &options.regen_every, 1, "move to the next unseen part of the pool every k epochs (0: one fixed synthetic set)").at_least(0)
       ("epoch-size", &options.epoch_size, 0, "synthetic images per epoch (0: the real train size)").at_least(0)
       ("generate-online", &options.generate_online, "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
+      ("teacher-precision", &options.teacher_precision, "auto", "arithmetic of the teacher's labelling forward (Note [Inference precision]): fp32, bf16 (CPUs with AVX512_BF16 or AMX) or auto (bf16 where native); the agreement metric, evaluation and the audit's scores stay fp32")
       ("sample-batch", &options.sample_batch, 0, "online sampling batch (0: the pool's)").at_least(0)
       ("results-name", &options.results_name, "distill", "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
   // clang-format on
@@ -79,6 +81,8 @@ class StudentTask final : public train::ClassifierTask {
                        dataset.info, dataset.val, steps_per_epoch),
         dataset_(dataset),
         teacher_(teacher),
+        labeller_(teacher.fast.with_precision(
+            nn::parse_precision(options.teacher_precision, "--teacher-precision"))),
         pool_(pool),
         online_(online),
         epoch_size_(epoch_size) {
@@ -168,7 +172,7 @@ class StudentTask final : public train::ClassifierTask {
     const double teacher_before = teacher_seconds_;
     auto teacher = [&](const at::Tensor& images) {
       const auto begin = Clock::now();
-      auto logits = teacher_.logits(images);
+      auto logits = labeller_.forward(images);
       teacher_seconds_ += seconds_since(begin);
       return logits;
     };
@@ -206,10 +210,12 @@ class StudentTask final : public train::ClassifierTask {
   }
 
   const Json& parts() const { return parts_; }
+  nn::Precision labeller_precision() const { return labeller_.precision(); }
 
  private:
   const data::Dataset& dataset_;
   LoadedClassifier& teacher_;
+  nn::InferenceResNet labeller_;  // the teacher at --teacher-precision
   const io::SyntheticPool& pool_;
   gen::Sampler* online_;
   std::uint64_t pool_seed_ = 0;  // online parts continue the pool: its seed, not the run's
@@ -295,6 +301,7 @@ Json distill_results(const Context& context, const DistillOptions& options, cons
               {"label_smoothing", options.classifier.label_smoothing},
               {"hard_weight", options.hard_weight},
               {"mixup", options.mixup},
+              {"teacher_precision", nn::precision_name(task.labeller_precision())},
               {"regen_every", plan.regen_every},
               {"epoch_size", plan.epoch_size},
               {"epochs", plan.epochs},
@@ -356,7 +363,8 @@ int run_distill(Context& context, const DistillOptions& options) {
   train::CheckpointManager checkpoints(context.comm, trainer.checkpoint_dir, trainer.keep,
                                        run_identity(context, hash), context.config);
   log::info("distill: student resnet20 w=" + std::to_string(task.shape().width) + ", targets " +
-            options.targets + ", " + std::to_string(plan.epoch_size) +
+            options.targets + " (teacher in " + nn::precision_name(task.labeller_precision()) +
+            "), " + std::to_string(plan.epoch_size) +
             " synthetic images per epoch, regenerate every " + std::to_string(plan.regen_every) +
             " epoch(s), pool of " + std::to_string(pool.size()) + ", " +
             std::to_string(context.comm.size()) + " rank(s) x " +

@@ -142,6 +142,54 @@ TEST(InferenceResNet, FoldedNetworkPredictsAsTheEvalModeNetwork) {
   }
 }
 
+TEST(InferenceResNet, PrecisionNames) {
+  using kr::nn::Precision;
+  EXPECT_EQ(kr::nn::parse_precision("fp32", "--p"), Precision::fp32);
+  EXPECT_EQ(kr::nn::parse_precision("auto", "--p"),
+            kr::nn::native_bf16() ? Precision::bf16 : Precision::fp32);
+  EXPECT_THROW(kr::nn::parse_precision("fp16", "--p"), kr::Error);
+  if (kr::nn::native_bf16())
+    EXPECT_EQ(kr::nn::parse_precision("bf16", "--p"), Precision::bf16);
+  else
+    EXPECT_THROW(kr::nn::parse_precision("bf16", "--p"), kr::Error);
+  EXPECT_STREQ(kr::nn::precision_name(Precision::bf16), "bf16");
+}
+
+// Note [Inference precision]: bf16 labelling changes soft targets by under 1 % of a
+// probability, and the arg-max only where the top two logits nearly tie.
+TEST(InferenceResNet, Bf16LabellingStaysCloseToFloat32) {
+  if (!kr::nn::native_bf16()) GTEST_SKIP() << "this CPU has no native bfloat16";
+  for (const std::int64_t width : {16, 4}) {  // channels-last and NCHW
+    torch::manual_seed(12);
+    const kr::nn::ResNetShape shape{1, 10, width};
+    kr::nn::ResNet20 model(shape);
+    randomise_batch_norms(*model);
+    model->eval();
+    const auto images = torch::rand({256, 1, 28, 28}) * 2 - 1;
+    const kr::nn::InferenceResNet fp32(*model, kr::nn::channels_last_suits(shape));
+    const auto bf16 = fp32.with_precision(kr::nn::Precision::bf16);
+    EXPECT_EQ(bf16.precision(), kr::nn::Precision::bf16);
+    EXPECT_THROW(bf16.with_precision(kr::nn::Precision::fp32), kr::Error);
+    const auto reference = fp32.forward(images);
+    const auto logits = bf16.forward(images);
+    ASSERT_EQ(logits.scalar_type(), torch::kFloat32);
+    const double spread = (reference.amax(1) - reference.amin(1)).mean().item<double>();
+    const double error = (logits - reference).abs().max().item<double>();
+    const double target_error =
+        (torch::softmax(logits, 1) - torch::softmax(reference, 1)).abs().max().item<double>();
+    EXPECT_GT(error, 0.0);  // bf16 did run
+    // Measured (AVX-512 BF16): logit error 0.2-0.5 % of the spread, probabilities 0.2-0.6 %.
+    EXPECT_LT(error, 0.01 * spread) << "width " << width;
+    EXPECT_LT(target_error, 0.015) << "width " << width;
+    const auto top = reference.topk(2, 1);
+    const auto margin = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
+    const auto clear = margin.gt(2 * error);
+    EXPECT_GT(clear.sum().item<std::int64_t>(), 128);
+    EXPECT_TRUE(
+        logits.argmax(1).masked_select(clear).equal(reference.argmax(1).masked_select(clear)));
+  }
+}
+
 TEST(InferenceResNet, SnapshotIgnoresLaterTraining) {
   torch::manual_seed(5);
   kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, 8});

@@ -7,11 +7,22 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kr/nn/resnet.hpp"
 
 namespace kr::nn {
+
+// Arithmetic of the folded network's convolutions (Note [Inference precision]).
+enum class Precision { fp32, bf16 };
+
+// Whether this CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16).
+bool native_bf16();
+// "fp32", "bf16" or "auto" (bf16 where native_bf16(), else fp32); a UsageError
+// naming the option `what` for any other name, or for bf16 on a CPU without it.
+Precision parse_precision(const std::string& name, const std::string& what);
+const char* precision_name(Precision precision);
 
 class InferenceResNet {
  public:
@@ -23,6 +34,11 @@ class InferenceResNet {
 
   bool empty() const { return blocks_.empty(); }
   bool channels_last() const { return channels_last_; }
+  Precision precision() const { return precision_; }
+  // The same folded network computing in `precision` (weights rounded once from the
+  // float32 fold). bf16 is refused on a CPU without native_bf16(): oneDNN would
+  // emulate it, slower than float32.
+  InferenceResNet with_precision(Precision precision) const;
 
   // Each returns an ordinary tensor (not an inference tensor), so it may be used
   // as a target in a loss that is differentiated.
@@ -47,6 +63,7 @@ class InferenceResNet {
   std::vector<Block> blocks_;
   at::Tensor head_weight_, head_bias_;
   bool channels_last_ = false;
+  Precision precision_ = Precision::fp32;
 };
 
 }  // namespace kr::nn
