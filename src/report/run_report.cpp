@@ -214,6 +214,26 @@ void curves_section(std::ostringstream& html, const RunResults& run) {
     html << svg_plot("Training curves", "epoch", "val accuracy", training, false, false) << "\n";
 }
 
+// Per class: teacher agreement, precision and recall (k-NN manifolds in the teacher's
+// feature space); absent from results written before kr measured them.
+void quality_table(std::ostringstream& html, const Json& q) {
+  if (!q.contains("class_recall")) return;
+  html << "<p>Precision " << number(q.at("precision"), "%.3f") << ", recall "
+       << number(q.at("recall"), "%.3f")
+       << " (means over classes; k = 3 nearest-neighbour manifolds in the teacher's feature "
+          "space against real val images of each class, Kynkaanniemi et al. 2019). A recall "
+          "near 0 is a class whose samples cover one corner of its real images.</p>\n"
+       << "<table><tr><th>class</th><th>teacher agreement</th><th>precision</th><th>recall</th>"
+          "<th>images per set</th></tr>";
+  const auto& recall = q.at("class_recall");
+  for (std::size_t c = 0; c < recall.size(); ++c)
+    html << "<tr><td>" << c << "</td><td>" << percent(q.at("class_agreement").at(c)) << "</td><td>"
+         << number(q.at("class_precision").at(c), "%.3f") << "</td><td>"
+         << number(recall.at(c), "%.3f") << "</td><td>" << q.at("class_compared").at(c)
+         << "</td></tr>";
+  html << "</table>\n";
+}
+
 void samples_section(std::ostringstream& html, const RunResults& run) {
   const std::string grid = run.workdir + "/generator/samples.png";
   if (path_exists(grid)) {
@@ -225,6 +245,7 @@ void samples_section(std::ostringstream& html, const RunResults& run) {
            << "; teacher-space Frechet distance "
            << number(q.at("frechet_teacher_features"), "%.3f") << " over " << q.at("samples")
            << " samples (not Inception FID).</p>\n";
+      quality_table(html, q);
     }
     html << "<img alt='per-class sample grid' style='image-rendering: pixelated; width: 420px' "
             "src='data:image/png;base64,"

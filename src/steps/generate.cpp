@@ -15,6 +15,7 @@
 #include "kr/core/strings.hpp"
 #include "kr/data/augment.hpp"
 #include "kr/gen/filter.hpp"
+#include "kr/gen/quality.hpp"
 #include "kr/gen/regenerate.hpp"
 #include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
@@ -41,6 +42,7 @@ struct GenerateOptions {
   std::int64_t block = 2000;
   std::int64_t sample_batch = 250;
   double filter_tau = 0.0;
+  std::int64_t quality_samples = 2000;
   SamplingOptions sampling;
 };
 
@@ -56,7 +58,8 @@ void add_generate_options(OptionTable& table, GenerateOptions& options) {
       ("pool-epochs", &options.pool_epochs, 1, "disjoint regenerations held in the pool").at_least(1)
       ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)").at_least(1)
       ("sample-batch", &options.sample_batch, 250, "images per generator forward (fixed: part of the settings)").at_least(1)
-      ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)").range(0, 0.999);
+      ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)").range(0, 0.999)
+      ("quality-samples", &options.quality_samples, 2000, "with a teacher and the prepared data: score the pool's first samples (before any filter) against real val images: teacher agreement, Frechet distance, per-class precision and recall (0: skip)").at_least(0);
   // clang-format on
   add_sampling_options(table, options.sampling);
 }
@@ -329,6 +332,31 @@ std::vector<std::string> all_made_files(comm::Communicator& comm,
   return all;
 }
 
+// Collective. The quality of the pool's first --quality-samples images (the same
+// global indices and seed, so an unfiltered pool's own images) against real val, or
+// null without a teacher or prepared data.
+Json pool_quality(Context& context, const GenerateOptions& options, const PoolPlan& plan,
+                  gen::Sampler& sampler, const std::optional<LoadedClassifier>& teacher) {
+  if (!teacher || options.quality_samples <= 0) return nullptr;
+  const std::string data_path = context.under_workdir(options.data, "data/data.h5");
+  if (!path_exists(data_path)) {
+    log::info("generate: no quality measures (" + data_path + " missing)");
+    return nullptr;
+  }
+  const auto dataset = io::read_dataset(data_path);
+  const auto view = teacher->view();
+  const auto real = gen::real_reference(context.comm, view, dataset.val, 500);
+  const auto report = gen::measure_quality(context.comm, sampler, plan.seed,
+                                           options.quality_samples, plan.sample_batch, view, real);
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "generate: %lld samples: teacher agreement %.1f %%, precision %.3f, recall %.3f",
+                static_cast<long long>(report.samples), 100.0 * report.agreement, report.precision,
+                report.recall);
+  log::info(line);
+  return report.to_json();
+}
+
 int run_generate(Context& context, const GenerateOptions& options) {
   const auto start = Clock::now();
   auto generator = gen::load_generator(context.under_workdir(options.generator, "generator"));
@@ -362,6 +390,7 @@ int run_generate(Context& context, const GenerateOptions& options) {
   else
     writer.make_blocks(todo);
   const double work_seconds = writer.seconds();
+  const Json quality = pool_quality(context, options, plan, *sampler, teacher);
 
   // Totals over ranks; then rank 0 commits the manifest and the index.
   const auto& timers = writer.timers;
@@ -394,6 +423,7 @@ int run_generate(Context& context, const GenerateOptions& options) {
     auto results =
         generate_results(context, plan, spec, sums, slowest.item<double>(),
                          total_seconds + index_seconds, index_seconds, filter_results, all_made);
+    results["quality"] = quality;
     make_dirs(context.workdir() + "/results");
     results["cost_split"] = record.cost_split();
     report::write_results(context.workdir(), "generate", results);

@@ -136,7 +136,7 @@ class GeneratorTask final : public train::TrainTask {
         seed_(context.get<std::uint64_t>("seed")),
         update_(context.comm, spec, hyper_from(context, options)) {
     if (teacher_) {
-      real_ = gen::real_feature_moments(context.comm, teacher_->view(), dataset.val, 500);
+      real_ = gen::real_reference(context.comm, teacher_->view(), dataset.val, 500);
     }
   }
 
@@ -164,18 +164,23 @@ class GeneratorTask final : public train::TrainTask {
     steps_since_eval_ = 0;
     metrics["epoch_index"] = epoch + 1;
     if (teacher_) {
-      last_quality_ = measure(options_.eval_samples);
+      measure(options_.eval_samples);
       metrics["teacher_agreement"] = last_quality_.agreement;
       metrics["frechet_teacher_features"] = last_quality_.frechet;
+      metrics["precision"] = last_quality_.precision;
+      metrics["recall"] = last_quality_.recall;
       metrics["neg_frechet"] = -last_quality_.frechet;
     }
     return metrics;
   }
 
   gen::QualityReport measure(std::int64_t samples) {
-    return gen::measure_quality(context_.comm, update_.sampler(), seed_ + 1, samples,
-                                options_.sample_batch, teacher_->view(), real_);
+    last_quality_ = gen::measure_quality(context_.comm, update_.sampler(), seed_ + 1, samples,
+                                         options_.sample_batch, teacher_->view(), real_);
+    return last_quality_;
   }
+  double last_precision() const { return last_quality_.precision; }
+  double last_recall() const { return last_quality_.recall; }
 
   std::string selection_metric() const override { return teacher_ ? "neg_frechet" : "epoch_index"; }
 
@@ -201,7 +206,7 @@ class GeneratorTask final : public train::TrainTask {
   std::string run_dir_;
   std::uint64_t seed_ = 0;
   gen::GeneratorUpdate update_;
-  gen::FeatureMoments real_;
+  gen::RealReference real_;
   gen::QualityReport last_quality_;
   double g_loss_sum_ = 0.0;
   std::int64_t steps_since_eval_ = 0;
@@ -304,13 +309,14 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   }
   if (teacher) {
     char line[200];
-    std::snprintf(line, sizeof line,
-                  "train-generator: teacher agreement %.1f %%, teacher-space Frechet distance %.3f "
-                  "(%lld samples, best epoch %lld)",
-                  100.0 * quality.at("teacher_agreement").get<double>(),
-                  quality.at("frechet_teacher_features").get<double>(),
-                  static_cast<long long>(quality.at("samples").get<std::int64_t>()),
-                  static_cast<long long>(outcome.best.value("epoch", 0)));
+    std::snprintf(
+        line, sizeof line,
+        "train-generator: teacher agreement %.1f %%, teacher-space Frechet distance %.3f, "
+        "precision %.3f, recall %.3f (%lld samples, best epoch %lld)",
+        100.0 * quality.at("teacher_agreement").get<double>(),
+        quality.at("frechet_teacher_features").get<double>(), task.last_precision(),
+        task.last_recall(), static_cast<long long>(quality.at("samples").get<std::int64_t>()),
+        static_cast<long long>(outcome.best.value("epoch", 0)));
     log::info(line);
   }
   record.set("results", Json{{"quality", quality}});

@@ -106,6 +106,42 @@ TEST(ClassGrid, RanksShareTheWorkAndEveryRankGetsTheSameGridAsOneRank) {
   EXPECT_GT(alone.to(torch::kFloat32).std().item<double>(), 1.0);
 }
 
+// Quality measures over ranks equal one rank's: the real reference and the samples'
+// features are gathered in index order, so precision and recall do not depend on
+// the rank count.
+TEST(Quality, RanksMeasureWhatOneRankMeasures) {
+  auto& comm = kr::test::world();
+  torch::manual_seed(6);
+  auto spec = small_spec("gan");
+  auto model = kr::gen::make_generator_model(spec);
+  auto sampler = kr::gen::make_sampler(spec, model);
+  // A fixed random projection as the "teacher": features 8x8 -> 6, head 6 -> 4.
+  const auto project = torch::randn({64, 6});
+  const auto head = torch::randn({6, spec.classes});
+  const kr::gen::ClassifierView view{
+      [project](const at::Tensor& images) { return images.flatten(1).mm(project); },
+      [head](const at::Tensor& features) { return features.mm(head); }};
+  kr::data::ImageSet val;
+  val.images = torch::randint(0, 256, {83, 1, 8, 8}, torch::kInt64).to(torch::kUInt8);
+  val.labels = torch::arange(83, torch::kInt64).remainder(spec.classes);
+  const auto shared_real = kr::gen::real_reference(comm, view, val, 10);
+  const auto shared = kr::gen::measure_quality(comm, *sampler, 5, 120, 16, view, shared_real);
+  kr::comm::SelfCommunicator self;
+  const auto alone_real = kr::gen::real_reference(self, view, val, 10);
+  const auto alone = kr::gen::measure_quality(self, *sampler, 5, 120, 16, view, alone_real);
+  EXPECT_TRUE(shared_real.features.allclose(alone_real.features));
+  EXPECT_EQ(shared.samples, 128);  // whole sample batches
+  ASSERT_EQ(shared.class_recall.size(), 4u);
+  EXPECT_EQ(shared.class_compared, alone.class_compared);
+  EXPECT_EQ(shared.class_compared[3], 20);  // val has 20 of class 3; the samples 32
+  EXPECT_EQ(shared.class_precision, alone.class_precision);
+  EXPECT_EQ(shared.class_recall, alone.class_recall);
+  EXPECT_EQ(shared.predicted_counts, alone.predicted_counts);
+  EXPECT_NEAR(shared.frechet, alone.frechet, 1e-6 * (1 + alone.frechet));
+  EXPECT_GE(alone.precision, 0.0);
+  EXPECT_LE(alone.recall, 1.0);
+}
+
 // Note [Confidence filter]: which candidates fill the pool does not depend on the
 // rank count, and they are the first `quota` accepted of each class in candidate order.
 namespace {

@@ -231,6 +231,34 @@ TEST(Quality, MomentsFromBatchesEqualTheWholeSet) {
   EXPECT_TRUE(torch::allclose(moments.covariance(), torch::cov(features.t())));
 }
 
+// Kynkaanniemi et al. 2019: the same set covers itself; a collapsed generator keeps
+// its precision and loses its recall; samples off the real manifold have neither.
+TEST(Quality, PrecisionAndRecallOfKnownSets) {
+  torch::manual_seed(4);
+  const auto real = torch::randn({200, 5}, torch::kFloat64);
+  auto same = kr::gen::manifold_precision_recall(real, real.clone());
+  EXPECT_DOUBLE_EQ(same.precision, 1.0);
+  EXPECT_DOUBLE_EQ(same.recall, 1.0);
+  // Every sample is real point 7: inside the real manifold, but the fake manifold has
+  // radius 0, so it covers real point 7 alone.
+  const auto collapsed = real.narrow(0, 7, 1).expand({200, 5}).contiguous();
+  auto mode = kr::gen::manifold_precision_recall(real, collapsed);
+  EXPECT_DOUBLE_EQ(mode.precision, 1.0);
+  EXPECT_DOUBLE_EQ(mode.recall, 1.0 / 200);
+  auto far = kr::gen::manifold_precision_recall(real, torch::randn({200, 5}, torch::kFloat64) + 50);
+  EXPECT_DOUBLE_EQ(far.precision, 0.0);
+  EXPECT_DOUBLE_EQ(far.recall, 0.0);
+  // Half the samples real-like, half far: precision about a half, recall high.
+  auto mixed = kr::gen::manifold_precision_recall(
+      real, torch::cat({torch::randn({100, 5}, torch::kFloat64),
+                        torch::randn({100, 5}, torch::kFloat64) + 50}));
+  EXPECT_NEAR(mixed.precision, 0.5, 0.08);
+  EXPECT_GT(mixed.recall, 0.6);
+  EXPECT_THROW(kr::gen::manifold_precision_recall(real, real.narrow(0, 0, 3)), kr::Error);
+  EXPECT_THROW(kr::gen::manifold_precision_recall(real, torch::zeros({10, 4}, torch::kFloat64)),
+               kr::Error);
+}
+
 TEST(ConfidenceFilter, AcceptsTheTeachersConfidentAgreementsOnly) {
   kr::io::Shard candidates;
   candidates.images = torch::arange(4, torch::kUInt8).view({4, 1, 1, 1});

@@ -1,5 +1,6 @@
-// Generator quality against a trained classifier (the teacher): agreement and a
-// Frechet distance in the teacher's penultimate-feature space. Not Inception FID.
+// Generator quality against a trained classifier (the teacher): agreement, a Frechet
+// distance and per-class precision and recall (k-nearest-neighbour manifolds), all in
+// the teacher's penultimate-feature space. Not Inception FID.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,9 +37,29 @@ struct FeatureMoments {
 double frechet_distance(const at::Tensor& mean1, const at::Tensor& cov1, const at::Tensor& mean2,
                         const at::Tensor& cov2);
 
-// Collective. Moments of the classifier's features over `set` (each rank a slice).
-FeatureMoments real_feature_moments(comm::Communicator& comm, const ClassifierView& classifier,
-                                    const data::ImageSet& set, std::int64_t batch);
+// Kynkaanniemi et al. 2019, "Improved precision and recall metric for assessing
+// generative models": each set's manifold is the union of balls around its points
+// reaching their k-th nearest neighbour in the same set. Precision: the share of
+// `fake` points inside the real manifold; recall: the share of `real` points inside
+// the fake manifold. Rows are feature vectors; both sets need more than k rows.
+struct PrecisionRecall {
+  double precision = 0.0;
+  double recall = 0.0;
+};
+PrecisionRecall manifold_precision_recall(const at::Tensor& real, const at::Tensor& fake,
+                                          std::int64_t k = 3);
+
+// The real reference the samples are scored against: the classifier's features of a
+// real set (val), every rank holding all of them, with their labels and moments.
+struct RealReference {
+  FeatureMoments moments;
+  at::Tensor features;  // (N, d) float64
+  at::Tensor labels;    // (N) int64
+};
+
+// Collective. Features over `set`, each rank computing a slice.
+RealReference real_reference(comm::Communicator& comm, const ClassifierView& classifier,
+                             const data::ImageSet& set, std::int64_t batch);
 
 struct QualityReport {
   std::int64_t samples = 0;
@@ -46,6 +67,12 @@ struct QualityReport {
   double frechet = 0.0;    // teacher-space Frechet distance to the real reference set
   std::vector<std::int64_t> predicted_counts;  // samples the classifier puts in each class
   std::vector<double> class_agreement;         // agreement per conditioning class
+  // manifold_precision_recall per class (k = 3), the samples conditioned on c against
+  // the real images of class c, the larger set cut to the smaller one's size (the
+  // measure depends on set size); the means are over the classes.
+  std::vector<double> class_precision, class_recall;
+  std::vector<std::int64_t> class_compared;  // points per set in each class's measure
+  double precision = 0.0, recall = 0.0;
   Json to_json() const;
 };
 
@@ -53,7 +80,7 @@ struct QualityReport {
 // batches, dealt to ranks batch by batch) and scores them.
 QualityReport measure_quality(comm::Communicator& comm, Sampler& sampler, std::uint64_t seed,
                               std::int64_t samples, std::int64_t sample_batch,
-                              const ClassifierView& classifier, const FeatureMoments& real);
+                              const ClassifierView& classifier, const RealReference& real);
 
 // Collective. uint8 grid with one row per class and `per_class` columns; fixed
 // indices (column j of class c is global index j * K + c), so successive grids
