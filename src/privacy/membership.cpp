@@ -104,17 +104,6 @@ void MembershipRun::write(const std::string& path) const {
   write_file_atomic(path, to_json().dump(2) + "\n");
 }
 
-bool deal_runs(comm::Communicator& comm, std::int64_t runs,
-               const std::function<bool(std::int64_t)>& complete,
-               const std::function<bool(std::int64_t)>& train) {
-  bool preempted = false;
-  for (std::int64_t j = comm.rank(); j < runs && !preempted; j += comm.size())
-    if (!complete(j)) preempted = !train(j);
-  auto flag = torch::tensor({preempted ? 1 : 0}, torch::kInt64);
-  comm.allreduce(flag, comm::ReduceOp::max);
-  return flag.item<std::int64_t>() != 0;
-}
-
 std::int64_t query_count(bool mirror, int shift) {
   return (mirror ? 2 : 1) * (2 * shift + 1) * (2 * shift + 1);
 }

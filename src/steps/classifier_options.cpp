@@ -70,7 +70,9 @@ ClassifierResult finish_classifier(Context& context, train::ClassifierTask& task
     nn::save_module(*task.model(), run_dir + "/model.pt");
     Json description =
         classifier_description(task.shape(), result.params_sha256, dataset.info.source_sha256);
-    description["test_accuracy"] = result.test.accuracy();
+    // null for a data file without a test split (kr tune's candidates)
+    description["test_accuracy"] =
+        result.test.count > 0 ? Json(result.test.accuracy()) : Json(nullptr);
     description["val_accuracy"] = result.val_accuracy;
     description["test_sha256"] = result.test_sha256;
     write_file_atomic(run_dir + "/model.json", description.dump(2) + "\n");

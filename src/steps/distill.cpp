@@ -6,6 +6,7 @@
 #include <optional>
 
 #include <chrono>
+#include <cmath>
 
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/shard_range.hpp"
@@ -281,6 +282,11 @@ std::unique_ptr<gen::Sampler> online_sampler(const Context& context, const Disti
       generator->model);
 }
 
+// NaN (null in JSON) without a test split, not an accuracy of 0.
+double test_accuracy(const ClassifierResult& result) {
+  return result.test.count > 0 ? result.test.accuracy() : std::nan("");
+}
+
 Json distill_results(const Context& context, const DistillOptions& options, const EpochPlan& plan,
                      StudentTask& task, const io::SyntheticPool& pool, const std::string& pool_dir,
                      const train::TrainOutcome& outcome, const ClassifierResult& result,
@@ -314,9 +320,9 @@ Json distill_results(const Context& context, const DistillOptions& options, cons
               {"regenerations", plan.parts_needed},
               {"best_epoch", outcome.best.value("epoch", 0)},
               {"val_accuracy", result.val_accuracy},
-              {"test_accuracy", result.test.accuracy()},
+              {"test_accuracy", test_accuracy(result)},
               {"teacher_test_accuracy", teacher_test},
-              {"gap_points", 100.0 * (teacher_test - result.test.accuracy())},
+              {"gap_points", 100.0 * (teacher_test - test_accuracy(result))},
               {"test_images", result.test.count},
               {"world_size", context.comm.size()},
               {"threads_per_rank", context.threads.intra_op},
@@ -376,10 +382,13 @@ int run_distill(Context& context, const DistillOptions& options) {
   }
   const auto result = finish_classifier(context, task, checkpoints, run_dir, dataset, outcome);
   // The teacher's test accuracy as its own step measured it on this test split, else
-  // measured here (a teacher from other data, or one recorded before kr kept it).
+  // measured here (a teacher from other data, or one recorded before kr kept it). A data
+  // file without a test split (kr tune's candidates: selection never sees test) has none.
   const auto& recorded = teacher.description;
+  const bool has_test = dataset.test.size() > 0;
   const double teacher_test =
-      recorded.contains("test_accuracy") &&
+      !has_test ? std::nan("")
+      : recorded.contains("test_accuracy") && recorded.at("test_accuracy").is_number() &&
               recorded.value("test_sha256", std::string()) == result.test_sha256
           ? recorded.at("test_accuracy").get<double>()
           : train::evaluate_classifier(
@@ -399,14 +408,20 @@ int run_distill(Context& context, const DistillOptions& options) {
     report::write_results(context.workdir(), name, results);
   }
   char line[200];
-  std::snprintf(
-      line, sizeof line,
-      "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best epoch %lld)",
-      100.0 * result.test.accuracy(), 100.0 * teacher_test,
-      100.0 * (teacher_test - result.test.accuracy()),
-      static_cast<long long>(outcome.best.value("epoch", 0)));
+  if (has_test)
+    std::snprintf(line, sizeof line,
+                  "distill: student test accuracy %.2f %%, teacher %.2f %%, gap %.2f points (best "
+                  "epoch %lld)",
+                  100.0 * result.test.accuracy(), 100.0 * teacher_test,
+                  100.0 * (teacher_test - result.test.accuracy()),
+                  static_cast<long long>(outcome.best.value("epoch", 0)));
+  else
+    std::snprintf(line, sizeof line,
+                  "distill: student val accuracy %.2f %% (best epoch %lld); no test split here",
+                  100.0 * result.val_accuracy,
+                  static_cast<long long>(outcome.best.value("epoch", 0)));
   log::info(line);
-  record.set("results", Json{{"test_accuracy", result.test.accuracy()},
+  record.set("results", Json{{"test_accuracy", test_accuracy(result)},
                              {"teacher_test_accuracy", teacher_test},
                              {"params_sha256", result.params_sha256}});
   record.finish("complete");

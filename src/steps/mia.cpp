@@ -13,12 +13,14 @@
 #include <numeric>
 
 #include "kr/comm/communicator.hpp"
+#include "kr/comm/deal.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/clock.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
+#include "kr/core/strings.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/h5.hpp"
 #include "kr/privacy/membership.hpp"
@@ -148,13 +150,6 @@ void write_run_data(const std::string& run_dir, const data::Dataset& dataset,
   io::write_dataset(subset, path);
 }
 
-// A double as an option value, exactly.
-std::string number_text(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.17g", value);
-  return text;
-}
-
 // Replays `steps` in <run_dir> (its data in <run_dir>/data) through the pipeline
 // runner on a single-rank communicator (whole runs are dealt to ranks), skipping steps
 // already complete. Returns false when a step was preempted.
@@ -178,9 +173,9 @@ bool replay_run(Context& context, const MiaOptions& options, const std::string& 
                             ? options.shadow_generator_epochs
                             : options.shadow_epochs;
     if (epochs > 0)
-      step.options.insert(step.options.end(),
-                          {step.step == "generate" ? "--pool-epochs" : "--epochs",
-                           std::to_string(epochs)});
+      step.options.insert(
+          step.options.end(),
+          {step.step == "generate" ? "--pool-epochs" : "--epochs", std::to_string(epochs)});
     if (generator && options.shadow_generator_batch > 0)
       step.options.insert(step.options.end(),
                           {"--batch", std::to_string(options.shadow_generator_batch)});
@@ -206,7 +201,7 @@ bool membership_run_done(const std::string& run_dir) {
 
 // The scaffold both protocols share: the settings claimed (a rerun must bring the same
 // ones), the record opened, rank 0's keep file, the runs dealt and resumed
-// (privacy::deal_runs), then rank 0's scoring.
+// (comm::deal_jobs), then rank 0's scoring.
 struct AuditSteps {
   std::string out;     // directory of the runs
   std::string prefix;  // run directory prefix: <out>/<prefix>_<j>
@@ -246,7 +241,7 @@ int run_audit(Context& context, const AuditSteps& audit) {
   RunRecord& record = open_record(context, audit.out);
   record.add_input("data", audit.data_path);
   run_on_root(context.comm, audit.write_keep);
-  const bool preempted = privacy::deal_runs(
+  const bool preempted = comm::deal_jobs(
       context.comm, audit.runs,
       [&](std::int64_t j) {
         return membership_run_done(privacy::run_directory(audit.out, audit.prefix, j));

@@ -13,12 +13,14 @@ Step mia_step();
 Step report_step();
 Step run_step();
 Step status_step();
+Step tune_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
-      prepare_step(), train_teacher_step(), train_generator_step(), sample_step(), generate_step(),
-      distill_step(), mia_step(),           report_step(),          bench_step(),  run_step(),
-      status_step()};
+      prepare_step(), train_teacher_step(), train_generator_step(),
+      sample_step(),  generate_step(),      distill_step(),
+      tune_step(),    mia_step(),           report_step(),
+      bench_step(),   run_step(),           status_step()};
   return steps;
 }
 

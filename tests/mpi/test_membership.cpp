@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "kr/comm/deal.hpp"
 #include "kr/privacy/membership.hpp"
 #include "world.hpp"
 
@@ -28,7 +29,7 @@ TEST(MembershipRuns, EachIncompleteRunIsTrainedOnceByItsRank) {
   auto& comm = world();
   const std::int64_t runs = 7;  // uneven over 2 and 3 ranks
   std::vector<std::int64_t> mine;
-  const bool preempted = kr::privacy::deal_runs(
+  const bool preempted = kr::comm::deal_jobs(
       comm, runs, [](std::int64_t j) { return j == 2 || j == 5; },  // complete already
       [&](std::int64_t j) {
         EXPECT_EQ(j % comm.size(), comm.rank());
@@ -45,7 +46,7 @@ TEST(MembershipRuns, APreemptionOnOneRankStopsItsRunsAndReachesEveryRank) {
   const std::int64_t runs = 9;
   std::vector<std::int64_t> mine;
   const int last = comm.size() - 1;
-  const bool preempted = kr::privacy::deal_runs(
+  const bool preempted = kr::comm::deal_jobs(
       comm, runs, [](std::int64_t) { return false; },
       [&](std::int64_t j) {
         mine.push_back(j);

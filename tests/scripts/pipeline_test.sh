@@ -99,6 +99,47 @@ assert json.load(open(f"{w}/results/teacher.json"))["cost_split"]["comm_seconds"
 PY
 pass "pipeline outputs, distinct MIA runs, report, cost split"
 
+# kr tune ([tune] in tiny.ini): two stages on val, the best value of each repeated with a
+# second seed; the candidates never see test; a rerun runs nothing again; a candidate
+# that fails is reported and the search goes on.
+expect_exit 0 "${MPIRUN[@]}" -n 2 "$KR" tune --config "$ROOT/configs/tiny.ini" --workdir "$W"
+cp "$WORK/out" "$WORK/tune.log"
+"$PY" - "$W" <<'PY'
+import csv, json, sys, h5py
+w = sys.argv[1]
+tune = json.load(open(f"{w}/results/tune.json"))
+assert [s["stage"] for s in tune["stages"]] == ["z-scale", "mixup"], tune["stages"]
+z = tune["chosen"]["generate"]["z-scale"]
+assert z in ("1", "2") and tune["chosen"]["distill"]["mixup"] in ("0", "1"), tune["chosen"]
+rows = list(csv.DictReader(open(f"{w}/results/tune.csv")))
+assert len(rows) == 6 and all(r["val_accuracy"] for r in rows), rows
+assert sum(r["seed_index"] == "1" for r in rows) == 2, rows
+for c in tune["candidates"]:
+    assert 0 <= c["val_accuracy"] <= 1 and c["pool_recall"] is not None, c
+    if c["stage"] == "mixup":  # later stages carry the earlier stages' choice
+        assert c["settings"]["generate"]["z-scale"] == z, c
+    student = json.load(open(c["directory"] + "/results/distill.json"))
+    assert student["test_accuracy"] is None and student["test_images"] == 0, student
+with h5py.File(f"{w}/tune/data/data.h5", "r") as f:
+    assert f["test/images"].shape[0] == 0 and f["val/images"].shape[0] == 200
+tuned = open(f"{w}/tune/tuned.ini").read()
+assert f"z-scale = {z}  # kr tune" in tuned and f"workdir = {w}-tuned" in tuned, tuned
+assert tuned.index("[generate]") < tuned.index("z-scale =") < tuned.index("[distill]"), tuned
+PY
+expect_exit 0 "${MPIRUN[@]}" -n 2 "$KR" tune --config "$ROOT/configs/tiny.ini" --workdir "$W"
+if grep -q "tune: candidate" "$WORK/out"; then fail "kr tune reran a complete candidate"; fi
+expect_exit 0 "${MPIRUN[@]}" -n 2 "$KR" tune --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --out "$W/tune-t" --stages temperature --temperatures 1,0 --repeat 0
+expect_output "--temperature"
+"$PY" - "$W" <<'PY'
+import json, sys
+tune = json.load(open(f"{sys.argv[1]}/results/tune.json"))
+failed = [c for c in tune["candidates"] if c["val_accuracy"] is None]
+assert len(failed) == 1 and failed[0]["value"] == "0" and "temperature" in failed[0]["error"], failed
+assert tune["chosen"]["distill"]["temperature"] == "1", tune["chosen"]
+PY
+pass "kr tune: stages on val, repeats, resume, a failed candidate reported"
+
 # kr mia knows its runs by the configuration's content, not its path: a copy elsewhere
 # rescores them; a changed configuration is refused, naming what differs.
 cp "$ROOT/configs/tiny.ini" "$WORK/tiny-copy.ini"

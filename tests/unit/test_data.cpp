@@ -193,3 +193,20 @@ TEST(Strings, ListsSplitOnCommasAndSpacesAndIntegersAreChecked) {
   EXPECT_THROW(kr::parse_int_list("7,x", "indices"), kr::UsageError);
   EXPECT_THROW(kr::parse_int_list("12abc", "indices"), kr::UsageError);
 }
+
+TEST(Strings, GridsAreListsOrCountedRanges) {
+  EXPECT_EQ(kr::parse_grid("1, 1.5,2", "g"), (std::vector<double>{1, 1.5, 2}));
+  EXPECT_EQ(kr::parse_grid("1:2:0.25", "g"), (std::vector<double>{1, 1.25, 1.5, 1.75, 2}));
+  // Counted, not accumulated: GaFi's tau grid ends at 0.9 exactly, with 10 values.
+  const auto taus = kr::parse_grid("0:0.9:0.1", "g");
+  ASSERT_EQ(taus.size(), 10u);
+  EXPECT_EQ(taus.back(), 0.9);
+  EXPECT_EQ(taus[3], 0.3);
+  EXPECT_EQ(kr::parse_grid("1.0:2.0:0.05", "g").size(), 21u);
+  EXPECT_EQ(kr::parse_grid("1:1.9:0.5", "g"), (std::vector<double>{1, 1.5}));
+  for (const char* bad : {"", "1:2", "1:2:0", "2:1:0.5", "1:2:x", "a", "1:2:3:4"})
+    EXPECT_THROW(kr::parse_grid(bad, "g"), kr::UsageError) << bad;
+  EXPECT_EQ(kr::number_text(0.3), "0.3");
+  EXPECT_EQ(kr::number_text(2.0), "2");
+  EXPECT_EQ(std::stod(kr::number_text(0.1 + 0.2)), 0.1 + 0.2);  // 17 digits when needed
+}

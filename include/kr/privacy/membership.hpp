@@ -9,8 +9,8 @@
 // runs), so M runs on R ranks take ceil(M / R) run times. Each run leaves
 // <out>/<prefix>_<j>/logits.h5 and a run.json with status "complete"; a rerun, at any
 // rank count, skips complete runs and replays the rest (their steps resume from their
-// own checkpoints). deal_runs is the one loop that deals and resumes for both
-// protocols. Scoring then happens on rank 0 over every run's logits.
+// own checkpoints). comm::deal_jobs (Note [Dealt jobs]) is the one loop that deals and
+// resumes for both protocols. Scoring then happens on rank 0 over every run's logits.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -68,14 +68,6 @@ struct MembershipRun {
   static MembershipRun read(const std::string& path);
   void write(const std::string& path) const;  // atomic
 };
-
-// Deals runs 0..runs-1 over comm's ranks (Note [Membership runs]): each rank trains its
-// runs j = rank, rank + size, ... that `complete(j)` does not report done, in order,
-// stopping at the first for which `train(j)` returns false (preempted). Collective:
-// returns true on every rank when any rank was preempted.
-bool deal_runs(comm::Communicator& comm, std::int64_t runs,
-               const std::function<bool(std::int64_t)>& complete,
-               const std::function<bool(std::int64_t)>& train);
 
 // Logits (A, N, K), float32, of `logits_of` (float images in, logits out) on uint8 images
 // under the query augmentations: every crop shift (dy, dx) in [-shift, shift]^2 (the
