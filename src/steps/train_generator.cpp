@@ -44,6 +44,7 @@ struct GeneratorOptions {
   std::int64_t g_width = 32;
   std::int64_t d_width = 32;
   std::int64_t d_steps = 2;
+  double mode_seeking = 0.0;
   double z_scale = 1.0;
   std::int64_t unet_width = 32;
   std::string schedule;
@@ -73,6 +74,7 @@ void add_generator_options(OptionTable& table, GeneratorOptions& options) {
       ("g-width", &options.g_width, 32, "gan: generator base width").at_least(1)
       ("d-width", &options.d_width, 32, "gan: discriminator base width").at_least(1)
       ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step").at_least(1)
+      ("mode-seeking", &options.mode_seeking, 0.0, "gan: weight of MSGAN's mode-seeking term in the generator loss (Note [Mode seeking]; 0: off)").at_least(0)
       ("z-scale", &options.z_scale, 1.0, "gan: latent scale s at sampling time, z ~ N(0, s^2 I)").at_least(1e-6)
       ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c").at_least(1)
       ("schedule", &options.schedule, "linear", "ddpm: noise schedule, linear or cosine")
@@ -117,6 +119,7 @@ gen::GeneratorHyper hyper_from(const Context& context, const GeneratorOptions& o
   hyper.ema = options.ema;
   hyper.cfg_drop = options.cfg_drop;
   hyper.d_steps = options.d_steps;
+  hyper.mode_seeking = options.mode_seeking;
   hyper.bucket_mb = options.training.bucket_mb;
   hyper.seed = context.get<std::uint64_t>("seed");
   return hyper;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -195,8 +196,8 @@ bool run_candidate(Context& context, const TuneOptions& options, const Paths& pa
                      static_cast<std::uint64_t>(candidate.seed_index))};
   const auto config = context.get<std::string>("config");
   if (!config.empty()) common.insert(common.begin(), {"--config", config});
-  log::rank_info("tune: candidate " + candidate.dir + " (" + candidate.stage + " = " + candidate.value +
-            ", seed " + std::to_string(candidate.seed_index) + ")");
+  log::rank_info("tune: candidate " + candidate.dir + " (" + candidate.stage + " = " +
+                 candidate.value + ", seed " + std::to_string(candidate.seed_index) + ")");
   std::string error;
   try {
     comm::SelfCommunicator self;
@@ -214,13 +215,9 @@ bool run_candidate(Context& context, const TuneOptions& options, const Paths& pa
   return true;
 }
 
-struct Score {
-  double val = std::nan("");  // NaN: failed or missing
-  Json row;
-};
-
-Score read_score(const Candidate& candidate) {
-  Score score;
+// A candidate's row of the table: its settings, val accuracy (null: failed or not
+// finished, with the error), cost and the pool's quality.
+Json read_score(const Candidate& candidate) {
   const auto distill = report::read_results(candidate.dir, "distill");
   const auto generate = report::read_results(candidate.dir, "generate");
   Json row{{"stage", candidate.stage},
@@ -229,8 +226,7 @@ Score read_score(const Candidate& candidate) {
            {"directory", candidate.dir},
            {"settings", candidate.settings}};
   if (candidate_done(candidate) && distill.is_object()) {
-    score.val = distill.value("val_accuracy", std::nan(""));
-    row["val_accuracy"] = score.val;
+    row["val_accuracy"] = distill.value("val_accuracy", Json(nullptr));
     row["best_epoch"] = distill.value("best_epoch", 0);
     row["distill_seconds"] = distill.value("train_seconds_this_run", std::nan(""));
   } else {
@@ -248,8 +244,12 @@ Score read_score(const Candidate& candidate) {
       row["pool_teacher_agreement"] = quality.value("teacher_agreement", Json(nullptr));
     }
   }
-  score.row = row;
-  return score;
+  return row;
+}
+
+double val_of(const Json& row) {
+  const auto& val = row.at("val_accuracy");
+  return val.is_number() ? val.get<double>() : std::numeric_limits<double>::quiet_NaN();
 }
 
 // Collective. Runs the candidates not yet complete (dealt over ranks); false when a
@@ -418,9 +418,9 @@ StageOutcome run_stage(Context& context, const TuneOptions& options, const Paths
   if (!run_all(context, options, paths, first)) return outcome;
   std::vector<std::vector<double>> scores(values.size());
   for (std::size_t i = 0; i < values.size(); ++i) {
-    auto score = read_score(first[i]);
-    scores[i].push_back(score.val);
-    outcome.rows.push_back(score.row);
+    auto row = read_score(first[i]);
+    scores[i].push_back(val_of(row));
+    outcome.rows.push_back(row);
   }
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < values.size(); ++i)
@@ -439,9 +439,9 @@ StageOutcome run_stage(Context& context, const TuneOptions& options, const Paths
     for (const auto i : finalists) again.push_back(make(i, 1));
     if (!run_all(context, options, paths, again)) return outcome;
     for (std::size_t k = 0; k < finalists.size(); ++k) {
-      auto score = read_score(again[k]);
-      scores[finalists[k]].push_back(score.val);
-      outcome.rows.push_back(score.row);
+      auto row = read_score(again[k]);
+      scores[finalists[k]].push_back(val_of(row));
+      outcome.rows.push_back(row);
     }
   }
   // The mean over the seeds that finished; a finalist whose repeat failed keeps its one.

@@ -36,7 +36,7 @@ kr::gen::GeneratorSpec small_spec(const std::string& model) {
 
 // Parameters of the model, the EMA and (GAN) the discriminator after 4 steps.
 at::Tensor train(kr::comm::Communicator& communicator, const std::string& model, int rank,
-                 int size) {
+                 int size, double mode_seeking = 0.0) {
   torch::manual_seed(5);
   auto images = torch::rand({64, 1, 8, 8}) * 2.0 - 1.0;
   auto labels = torch::randint(4, {64}, torch::kInt64);
@@ -46,6 +46,7 @@ at::Tensor train(kr::comm::Communicator& communicator, const std::string& model,
   hyper.seed = 11;
   hyper.cfg_drop = 0.5;  // drops the label for some images on one rank and not the other
   hyper.bucket_mb = 0.001;
+  hyper.mode_seeking = mode_seeking;
   kr::gen::GeneratorUpdate update(communicator, spec, hyper);
   kr::train::DistributedSampler sampler(64, 16, rank, size, 3);
   for (std::int64_t step = 0; step < 4; ++step) {
@@ -61,11 +62,11 @@ at::Tensor train(kr::comm::Communicator& communicator, const std::string& model,
   return torch::cat(parts);
 }
 
-void expect_two_ranks_follow_one(const std::string& model) {
+void expect_two_ranks_follow_one(const std::string& model, double mode_seeking = 0.0) {
   auto& comm = kr::test::world();
-  auto distributed = train(comm, model, comm.rank(), comm.size());
+  auto distributed = train(comm, model, comm.rank(), comm.size(), mode_seeking);
   kr::comm::SelfCommunicator self;
-  auto single = train(self, model, 0, 1);
+  auto single = train(self, model, 0, 1, mode_seeking);
   const double relative =
       (distributed - single).abs().max().item<double>() / single.abs().max().item<double>();
   EXPECT_LT(relative, 1e-4) << model;
@@ -83,6 +84,14 @@ void expect_two_ranks_follow_one(const std::string& model) {
 
 TEST(GeneratorUpdate, GanTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
   expect_two_ranks_follow_one("gan");
+}
+
+// Note [Mode seeking]: the term is a mean of per-sample terms, so data parallelism holds.
+TEST(GeneratorUpdate, GanWithModeSeekingTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
+  expect_two_ranks_follow_one("gan", 1.0);
+  kr::comm::SelfCommunicator self;
+  EXPECT_FALSE(train(self, "gan", 0, 1, 1.0).equal(train(self, "gan", 0, 1, 0.0)))
+      << "the mode-seeking term changed nothing";
 }
 
 TEST(GeneratorUpdate, DdpmTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {

@@ -29,6 +29,7 @@ enum class Purpose : std::uint64_t {
   init = 12,
   mix = 13,
   shadow_drop = 14,
+  gan_latent_pair = 15,
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mixer.

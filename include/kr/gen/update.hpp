@@ -36,13 +36,15 @@ struct GeneratorHyper {
   double ema = 0.999;  // decay min(ema, (1+s)/(10+s)) at step s
   double cfg_drop = 0.1;
   std::int64_t d_steps = 2;
+  double mode_seeking = 0.0;  // GAN: weight of the mode-seeking term (Note [Mode seeking])
   double bucket_mb = 25.0;
   std::uint64_t seed = 0;
 };
 
 struct GeneratorLosses {
-  double loss = 0.0;    // GAN: discriminator hinge loss (mean over d-steps); DDPM: noise MSE
-  double g_loss = 0.0;  // GAN: generator loss; DDPM: 0
+  double loss = 0.0;          // GAN: discriminator hinge loss (mean over d-steps); DDPM: noise MSE
+  double g_loss = 0.0;        // GAN: generator loss; DDPM: 0
+  double mode_seeking = 0.0;  // GAN: the mean inverse spread term (0 when its weight is 0)
 };
 
 class GeneratorUpdate {
