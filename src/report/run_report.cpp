@@ -29,6 +29,7 @@ RunResults load_run(const std::string& workdir) {
   run.distill = read_results(workdir, "distill");
   run.mia = read_results(workdir, "mia");
   run.tckr = read_results(workdir, "mia-tckr");
+  run.tune = read_results(workdir, "tune");
   if (run.teacher.is_null() && run.distill.is_null())
     throw Error(workdir + "/results: no teacher.json or distill.json; run the pipeline first");
   return run;
@@ -253,6 +254,43 @@ void samples_section(std::ostringstream& html, const RunResults& run) {
   }
 }
 
+// kr tune's search (Note [Tune stages]): a row per stage and a plot of every first-seed
+// candidate's val accuracy, stage after stage.
+void tune_section(std::ostringstream& html, const RunResults& run) {
+  if (!run.tune.is_object() || !run.tune.contains("stages")) return;
+  html << "<h3>Search on val (kr tune)</h3><p>Each stage keeps its best candidate by a fast "
+          "student's val accuracy (test is never loaded); the best "
+       << run.tune.at("settings").value("repeat", 0)
+       << " of a stage run again with the next seed and the best mean wins. "
+       << number(run.tune.value("wall_seconds", Json(nullptr)), "%.0f") << " s at "
+       << run.tune.value("world_size", 0) << " rank(s).</p>\n"
+       << "<table><tr><th>stage</th><th>option</th><th>candidates</th><th>runs</th><th>chosen</th>"
+          "<th>mean val accuracy</th><th>wall (s)</th></tr>";
+  std::vector<Series> series;
+  double x = 0;
+  for (const auto& stage : run.tune.at("stages")) {
+    html << "<tr><td>" << escape(stage.at("stage").get<std::string>()) << "</td><td>"
+         << escape(stage.at("step").get<std::string>() + " --" +
+                   stage.at("option").get<std::string>())
+         << "</td><td>" << stage.at("candidates") << "</td><td>" << stage.at("runs") << "</td><td>"
+         << escape(stage.at("chosen").get<std::string>()) << "</td><td>"
+         << percent(stage.at("mean_val_accuracy")) << "</td><td>"
+         << number(stage.at("wall_seconds"), "%.0f") << "</td></tr>";
+    Series s{stage.at("stage").get<std::string>(), {}, {}};
+    for (const auto& candidate : run.tune.at("candidates"))
+      if (candidate.at("stage") == stage.at("stage") && candidate.at("seed_index") == 0 &&
+          candidate.at("val_accuracy").is_number()) {
+        s.x.push_back(++x);
+        s.y.push_back(candidate.at("val_accuracy").get<double>());
+      }
+    series.push_back(s);
+  }
+  html << "</table>\n"
+       << svg_plot("Val accuracy of each candidate, stage after stage", "candidate", "val accuracy",
+                   series, false, false)
+       << "\n";
+}
+
 // Each part's share of a step's wall time on rank 0 (Note [Cost split]), "-" for a
 // step recorded before the split existed.
 std::string share(const Json& step, const char* part) {
@@ -288,6 +326,7 @@ std::string run_section(const RunResults& run, const Json& summary) {
   tckr_section(html, run);
   curves_section(html, run);
   samples_section(html, run);
+  tune_section(html, run);
   cost_section(html, summary);
   return html.str();
 }

@@ -161,22 +161,32 @@ std::vector<std::string> step_arguments(const Settings& settings, const std::str
   return args;
 }
 
-// The candidate's two steps, in its own directory (`kr run`'s skipping resumes it).
+// The candidate's two steps, in its own directory (`kr run`'s skipping resumes it): the
+// budget's options, with the searched settings over them (an option given once).
 std::vector<PipelineStep> candidate_steps(const TuneOptions& options, const Paths& paths,
                                           const Candidate& candidate) {
   const auto epochs = std::to_string(options.epochs);
   const auto size = std::to_string(options.epoch_size);
-  std::vector<std::string> generate = {"--generator",   paths.generator, "--teacher", paths.teacher,
-                                       "--data",        paths.data,      "--count",   size,
-                                       "--pool-epochs", epochs};
-  std::vector<std::string> distill = {"--teacher", paths.teacher,   "--data",
-                                      paths.data,  "--pool",        candidate.dir + "/pool",
-                                      "--epochs",  epochs,          "--epoch-size",
-                                      size,        "--regen-every", "1"};
-  // Later arguments win: the searched settings after the budget's.
-  for (const auto& arg : step_arguments(candidate.settings, "generate")) generate.push_back(arg);
-  for (const auto& arg : step_arguments(candidate.settings, "distill")) distill.push_back(arg);
-  return {PipelineStep{"generate", "pool", generate}, PipelineStep{"distill", "student", distill}};
+  Settings args = candidate.settings;
+  const std::map<std::string, std::map<std::string, std::string>> budget = {
+      {"generate",
+       {{"generator", paths.generator},
+        {"teacher", paths.teacher},
+        {"data", paths.data},
+        {"count", size},
+        {"pool-epochs", epochs}}},
+      {"distill",
+       {{"teacher", paths.teacher},
+        {"data", paths.data},
+        {"pool", candidate.dir + "/pool"},
+        {"epochs", epochs},
+        {"epoch-size", size},
+        {"regen-every", "1"}}}};
+  for (const auto& [step, values] : budget)
+    for (const auto& [option, value] : values)
+      args[step].emplace(option, value);  // keeps a searched value
+  return {PipelineStep{"generate", "pool", step_arguments(args, "generate")},
+          PipelineStep{"distill", "student", step_arguments(args, "distill")}};
 }
 
 bool candidate_done(const Candidate& candidate) {
@@ -426,8 +436,8 @@ StageOutcome run_stage(Context& context, const TuneOptions& options, const Paths
   for (std::size_t i = 0; i < values.size(); ++i)
     if (!std::isnan(scores[i][0])) order.push_back(i);
   if (order.empty())
-    throw Error("tune: every candidate of stage " + stage + " failed (see " + paths.out +
-                "/results/tune.csv or the candidates' failed.txt)");
+    throw Error("tune: every candidate of stage " + stage + " failed (each one's failed.txt in " +
+                paths.out + "/" + stage + "_*)");
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return scores[a][0] > scores[b][0]; });
   const auto repeated =
@@ -495,6 +505,15 @@ int run_tune(Context& context, const TuneOptions& options) {
     throw UsageError(paths.generator + ": no trained generator (run kr train-generator)");
   std::vector<std::string> stages = split_list(options.stages);
   if (stages.empty()) throw UsageError("--stages: no stage");
+  // The confidence filter fills the pool class by class: refuse a budget it cannot
+  // split before any candidate runs (each would fail alone).
+  const auto classes =
+      Json::parse(read_file(paths.teacher + "/model.json")).value("classes", std::int64_t{0});
+  if (std::find(stages.begin(), stages.end(), "filter-tau") != stages.end() && classes > 0 &&
+      options.epoch_size % classes != 0)
+    throw UsageError("--epoch-size " + std::to_string(options.epoch_size) +
+                     ": the filter-tau stage needs a multiple of the " + std::to_string(classes) +
+                     " classes");
   for (const auto& stage : stages) {
     stage_kind(stage);
     stage_values(options, paths, stage);  // a bad grid is refused before any work

@@ -108,12 +108,15 @@ cp "$WORK/out" "$WORK/tune.log"
 import csv, json, sys, h5py
 w = sys.argv[1]
 tune = json.load(open(f"{w}/results/tune.json"))
-assert [s["stage"] for s in tune["stages"]] == ["z-scale", "mixup"], tune["stages"]
+assert [s["stage"] for s in tune["stages"]] == ["checkpoint", "z-scale", "mixup"], tune["stages"]
 z = tune["chosen"]["generate"]["z-scale"]
 assert z in ("1", "2") and tune["chosen"]["distill"]["mixup"] in ("0", "1"), tune["chosen"]
+# The kept checkpoints (kr's default keep of 3 over 2 epochs) and the final generator.
+checkpoints = tune["stages"][0]
+assert checkpoints["candidates"] >= 3 and tune["chosen"]["generate"]["generator"], checkpoints
 rows = list(csv.DictReader(open(f"{w}/results/tune.csv")))
-assert len(rows) == 6 and all(r["val_accuracy"] for r in rows), rows
-assert sum(r["seed_index"] == "1" for r in rows) == 2, rows
+assert len(rows) == sum(s["runs"] for s in tune["stages"]) and all(r["val_accuracy"] for r in rows), rows
+assert sum(r["seed_index"] == "1" for r in rows) == 3, rows
 for c in tune["candidates"]:
     assert 0 <= c["val_accuracy"] <= 1 and c["pool_recall"] is not None, c
     if c["stage"] == "mixup":  # later stages carry the earlier stages' choice
@@ -138,7 +141,9 @@ failed = [c for c in tune["candidates"] if c["val_accuracy"] is None]
 assert len(failed) == 1 and failed[0]["value"] == "0" and "temperature" in failed[0]["error"], failed
 assert tune["chosen"]["distill"]["temperature"] == "1", tune["chosen"]
 PY
-pass "kr tune: stages on val, repeats, resume, a failed candidate reported"
+expect_exit 0 "$KR" report --config "$ROOT/configs/tiny.ini" --workdir "$W"
+grep -q "Search on val (kr tune)" "$W/results/report.html" || fail "the report does not show the search"
+pass "kr tune: stages on val, repeats, resume, a failed candidate reported, the report's table"
 
 # kr mia knows its runs by the configuration's content, not its path: a copy elsewhere
 # rescores them; a changed configuration is refused, naming what differs.

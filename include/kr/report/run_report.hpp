@@ -12,7 +12,7 @@ namespace kr::report {
 // The results files of one work directory; a missing file is null.
 struct RunResults {
   std::string workdir;
-  Json teacher, generator, generate, distill, mia, tckr;
+  Json teacher, generator, generate, distill, mia, tckr, tune;
 };
 
 // Reads <workdir>/results/*.json; an unparsable file is an error naming it, and a work
