@@ -25,14 +25,6 @@ void FeatureMoments::add(const at::Tensor& features) {
   count += f.size(0);
 }
 
-void FeatureMoments::allreduce(comm::Communicator& comm) {
-  auto n = torch::tensor({count}, torch::kInt64);
-  comm.allreduce(n, comm::ReduceOp::sum);
-  count = n.item<std::int64_t>();
-  comm.allreduce(sum, comm::ReduceOp::sum);
-  comm.allreduce(outer, comm::ReduceOp::sum);
-}
-
 at::Tensor FeatureMoments::mean() const {
   return sum / static_cast<double>(count);
 }

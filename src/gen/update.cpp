@@ -107,7 +107,6 @@ GeneratorLosses GeneratorUpdate::step(const at::Tensor& real, const at::Tensor& 
       const auto ratio =
           (fake - pair).abs().mean({1, 2, 3}) / (z - z_pair).abs().mean(1).clamp_min(1e-8);
       const auto spread = (1.0 / (ratio + 1e-5)).mean();
-      losses.mode_seeking = spread.item<double>();
       g_loss = g_loss + hyper_.mode_seeking * spread;
     }
     g_loss.backward();

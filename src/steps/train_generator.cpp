@@ -182,8 +182,6 @@ class GeneratorTask final : public train::TrainTask {
                                          options_.sample_batch, teacher_->view(), real_);
     return last_quality_;
   }
-  double last_precision() const { return last_quality_.precision; }
-  double last_recall() const { return last_quality_.recall; }
 
   std::string selection_metric() const override { return teacher_ ? "neg_frechet" : "epoch_index"; }
 
@@ -317,8 +315,9 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
         "train-generator: teacher agreement %.1f %%, teacher-space Frechet distance %.3f, "
         "precision %.3f, recall %.3f (%lld samples, best epoch %lld)",
         100.0 * quality.at("teacher_agreement").get<double>(),
-        quality.at("frechet_teacher_features").get<double>(), task.last_precision(),
-        task.last_recall(), static_cast<long long>(quality.at("samples").get<std::int64_t>()),
+        quality.at("frechet_teacher_features").get<double>(), quality.at("precision").get<double>(),
+        quality.at("recall").get<double>(),
+        static_cast<long long>(quality.at("samples").get<std::int64_t>()),
         static_cast<long long>(outcome.best.value("epoch", 0)));
     log::info(line);
   }

@@ -105,14 +105,32 @@ void randomise_batch_norms(torch::nn::Module& model) {
     }
 }
 
+// resnet20 at `width` with randomised BatchNorm statistics, in eval mode, and 256
+// images in [-1, 1]: what the fast-path tests fold and compare.
+std::pair<kr::nn::ResNet20, at::Tensor> eval_network(std::int64_t width, std::uint64_t seed) {
+  torch::manual_seed(seed);
+  kr::nn::ResNet20 model(kr::nn::ResNetShape{1, 10, width});
+  randomise_batch_norms(*model);
+  model->eval();
+  return {model, torch::rand({256, 1, 28, 28}) * 2 - 1};
+}
+
+// `logits` and `reference` have equal arg-maxes wherever the reference's top two are
+// more than `margin` apart, and at least `least` rows are that clear.
+void expect_equal_argmax_where_clear(const at::Tensor& logits, const at::Tensor& reference,
+                                     double margin, std::int64_t least) {
+  const auto top = reference.topk(2, 1);
+  const auto gap = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
+  const auto clear = gap.gt(margin);
+  EXPECT_GT(clear.sum().item<std::int64_t>(), least);
+  EXPECT_TRUE(
+      logits.argmax(1).masked_select(clear).equal(reference.argmax(1).masked_select(clear)));
+}
+
 TEST(InferenceResNet, FoldedNetworkPredictsAsTheEvalModeNetwork) {
   for (const std::int64_t width : {16, 4}) {  // channels-last and NCHW
-    torch::manual_seed(11);
-    const kr::nn::ResNetShape shape{1, 10, width};
-    kr::nn::ResNet20 model(shape);
-    randomise_batch_norms(*model);
-    model->eval();
-    const auto images = torch::rand({256, 1, 28, 28}) * 2 - 1;
+    auto [model, images] = eval_network(width, 11);
+    const auto& shape = model->shape();
     at::Tensor reference;
     {
       torch::NoGradGuard no_grad;
@@ -127,12 +145,7 @@ TEST(InferenceResNet, FoldedNetworkPredictsAsTheEvalModeNetwork) {
     const double scale = 1.0 + reference.abs().max().item<double>();
     EXPECT_LT((logits - reference).abs().max().item<double>(), 1e-4 * scale) << "width " << width;
     // Equal predictions wherever the top two logits are not within that rounding.
-    const auto top = reference.topk(2, 1);
-    const auto margin = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
-    const auto clear = margin.gt(1e-3 * scale);
-    EXPECT_GT(clear.sum().item<std::int64_t>(), 200);
-    EXPECT_TRUE(
-        logits.argmax(1).masked_select(clear).equal(reference.argmax(1).masked_select(clear)));
+    expect_equal_argmax_where_clear(logits, reference, 1e-3 * scale, 200);
     // features then classify is forward; outputs are ordinary tensors (loss targets).
     EXPECT_TRUE(fast.classify(fast.features(images)).allclose(logits, 1e-5, 1e-5));
     EXPECT_FALSE(logits.is_inference());
@@ -160,13 +173,8 @@ TEST(InferenceResNet, PrecisionNames) {
 TEST(InferenceResNet, Bf16LabellingStaysCloseToFloat32) {
   if (!kr::nn::native_bf16()) GTEST_SKIP() << "this CPU has no native bfloat16";
   for (const std::int64_t width : {16, 4}) {  // channels-last and NCHW
-    torch::manual_seed(12);
-    const kr::nn::ResNetShape shape{1, 10, width};
-    kr::nn::ResNet20 model(shape);
-    randomise_batch_norms(*model);
-    model->eval();
-    const auto images = torch::rand({256, 1, 28, 28}) * 2 - 1;
-    const kr::nn::InferenceResNet fp32(*model, kr::nn::channels_last_suits(shape));
+    auto [model, images] = eval_network(width, 12);
+    const kr::nn::InferenceResNet fp32(*model, kr::nn::channels_last_suits(model->shape()));
     const auto bf16 = fp32.with_precision(kr::nn::Precision::bf16);
     EXPECT_EQ(bf16.precision(), kr::nn::Precision::bf16);
     EXPECT_THROW(bf16.with_precision(kr::nn::Precision::fp32), kr::Error);
@@ -181,12 +189,7 @@ TEST(InferenceResNet, Bf16LabellingStaysCloseToFloat32) {
     // Measured (AVX-512 BF16): logit error 0.2-0.5 % of the spread, probabilities 0.2-0.6 %.
     EXPECT_LT(error, 0.01 * spread) << "width " << width;
     EXPECT_LT(target_error, 0.015) << "width " << width;
-    const auto top = reference.topk(2, 1);
-    const auto margin = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
-    const auto clear = margin.gt(2 * error);
-    EXPECT_GT(clear.sum().item<std::int64_t>(), 128);
-    EXPECT_TRUE(
-        logits.argmax(1).masked_select(clear).equal(reference.argmax(1).masked_select(clear)));
+    expect_equal_argmax_where_clear(logits, reference, 2 * error, 128);
   }
 }
 

@@ -28,7 +28,6 @@ struct FeatureMoments {
   at::Tensor outer;  // (d, d)
   std::int64_t count = 0;
   void add(const at::Tensor& features);
-  void allreduce(comm::Communicator& comm);
   at::Tensor mean() const;
   at::Tensor covariance() const;  // unbiased
 };

@@ -42,9 +42,8 @@ struct GeneratorHyper {
 };
 
 struct GeneratorLosses {
-  double loss = 0.0;          // GAN: discriminator hinge loss (mean over d-steps); DDPM: noise MSE
-  double g_loss = 0.0;        // GAN: generator loss; DDPM: 0
-  double mode_seeking = 0.0;  // GAN: the mean inverse spread term (0 when its weight is 0)
+  double loss = 0.0;    // GAN: discriminator hinge loss (mean over d-steps); DDPM: noise MSE
+  double g_loss = 0.0;  // GAN: generator loss; DDPM: 0
 };
 
 class GeneratorUpdate {
