@@ -1,7 +1,8 @@
 # The pipeline under a real (local, private) Slurm cluster through slurm/submit:
 # the afterok chain and every step's outputs, a failing first step cancelling the
 # rest, a two-element array, and preemption (SIGUSR1 -> exit 75 -> scontrol requeue)
-# resuming to the same weights as an uninterrupted run. Skips (77) without Slurm.
+# resuming to the same weights as an uninterrupted run, and --tune (kr tune as a job,
+# the final run chained after it on the config it wrote). Skips (77) without Slurm.
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 CLUSTER="$WORK/cluster"
@@ -92,3 +93,30 @@ expect_exit 0 "${MPIRUN[@]}" -n 2 "$KR" train-teacher --config "$ROOT/configs/ti
 [[ "$(json_field "$WORK/pre/results/teacher.json" params_sha256)" == \
    "$(json_field "$WORK/ref/results/teacher.json" params_sha256)" ]] || fail "requeued run differs from the uninterrupted one"
 pass "preemption under Slurm: requeued, resumed, same weights as uninterrupted"
+
+# 5. --tune: jobs/tune.pipeline (section 1's data, teacher and generator are complete, so
+# those jobs skip), then the final pipeline on <workdir>/tune/tuned.ini in <workdir>-tuned.
+printf 'prepare data\ntrain-teacher teacher\ntrain-generator generator\ngenerate pool\ndistill student\n' > "$WORK/final.pipeline"
+"${SUBMIT[@]}" --tune --pipeline "$WORK/final.pipeline" --config "$ROOT/configs/tiny.ini" --workdir "$W" -- --hold > "$WORK/tune.txt"
+mapfile -t tj < <(awk '{print $2}' "$WORK/tune.txt")
+[[ ${#tj[@]} == 9 && "$(awk 'NR == 4 {print $1}' "$WORK/tune.txt")" == tune ]] || { cat "$WORK/tune.txt"; fail "expected 4 search jobs (the 4th kr tune) and 5 final ones"; }
+squeue -h -o "%i %E" > "$WORK/deps.txt"
+scontrol release "$(IFS=,; echo "${tj[*]}")"
+grep -q "^${tj[4]} afterok:${tj[3]}" "$WORK/deps.txt" || { cat "$WORK/deps.txt"; fail "the final run does not wait for kr tune"; }
+wait_jobs "${tj[@]}"
+grep -q "train-teacher complete in $W/teacher, skipped" "$WORK"/logs/kr-train-teacher-"${tj[1]}".out || fail "the search retrained a complete teacher"
+grep -q "tune on 2 ranks" "$WORK"/logs/kr-tune-"${tj[3]}".out || fail "kr tune not on 2 ranks"
+[[ -s "$W/results/tune.json" && -s "$W/tune/tuned.ini" ]] || { tail -20 "$WORK"/logs/kr-tune-*.out; fail "kr tune wrote no results"; }
+[[ -s "$W-tuned/student/model.pt" ]] || { tail -20 "$WORK"/logs/*.out; fail "the tuned final run has no student"; }
+$PY - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+for step in ("teacher", "pool", "student"):
+    options = json.load(open(f"{w}-tuned/{step}/run.json"))["config"]
+    assert options["config"] == f"{w}/tune/tuned.ini", (step, options["config"])
+    assert options["workdir"] == f"{w}-tuned", (step, options["workdir"])
+chosen = json.load(open(f"{w}/results/tune.json"))["chosen"]
+pool = json.load(open(f"{w}-tuned/pool/run.json"))["config"]
+assert float(pool["z-scale"]) == float(chosen["generate"]["z-scale"]), (pool["z-scale"], chosen)
+PY
+pass "--tune: kr tune as a job, the final run after it on tuned.ini (${tj[*]})"
