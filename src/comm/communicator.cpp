@@ -88,6 +88,20 @@ at::Tensor Communicator::allgather(const at::Tensor& tensor) {
   return output;
 }
 
+at::Tensor Communicator::gather_rows(const std::vector<at::Tensor>& parts,
+                                     const std::vector<std::int64_t>& begins, std::int64_t rows,
+                                     const std::vector<std::int64_t>& row_shape,
+                                     at::ScalarType type) {
+  if (parts.size() != begins.size()) throw std::logic_error("gather_rows: one begin per part");
+  std::vector<std::int64_t> sizes{rows};
+  sizes.insert(sizes.end(), row_shape.begin(), row_shape.end());
+  auto table = torch::zeros(sizes, torch::TensorOptions().dtype(type));
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    table.narrow(0, begins[i], parts[i].size(0)).copy_(parts[i]);
+  allreduce(table, ReduceOp::sum);
+  return table;
+}
+
 std::vector<std::string> Communicator::allgather_strings(const std::string& mine) {
   auto lengths = allgather(torch::tensor({static_cast<std::int64_t>(mine.size())}, torch::kInt64));
   const auto longest = std::max<std::int64_t>(1, lengths.max().item<std::int64_t>());

@@ -50,18 +50,6 @@ double frechet_distance(const at::Tensor& mean1, const at::Tensor& cov1, const a
 }
 
 namespace {
-// Collective. Rows [begin, begin + local.size(0)) of a (rows, d) float64 table that
-// every rank holds afterwards; the other ranks add zeros there.
-at::Tensor gather_rows(comm::Communicator& comm, const std::vector<at::Tensor>& local,
-                       const std::vector<std::int64_t>& begins, std::int64_t rows,
-                       std::int64_t dims) {
-  auto table = torch::zeros({rows, dims}, torch::kFloat64);
-  for (std::size_t i = 0; i < local.size(); ++i)
-    table.narrow(0, begins[i], local[i].size(0)).copy_(local[i]);
-  comm.allreduce(table, comm::ReduceOp::sum);
-  return table;
-}
-
 double mean_of_defined(const std::vector<double>& values) {
   double sum = 0.0;
   std::int64_t count = 0;
@@ -115,7 +103,7 @@ RealReference real_reference(comm::Communicator& comm, const ClassifierView& cla
       local.empty() ? classifier.features(data::to_float(set.images.narrow(0, 0, 1))).size(1)
                     : local.front().size(1);
   RealReference reference;
-  reference.features = gather_rows(comm, local, begins, set.size(), dims);
+  reference.features = comm.gather_rows(local, begins, set.size(), {dims}, torch::kFloat64);
   reference.labels = set.labels.to(torch::kInt64);
   reference.moments.add(reference.features);
   return reference;
@@ -156,7 +144,8 @@ QualityReport measure_quality(comm::Communicator& comm, Sampler& sampler, std::u
     begins.push_back(b * sample_batch);
   }
   // Every rank gets all the samples' features; the arg-maxes follow from them.
-  const auto fake = gather_rows(comm, local, begins, total, real.features.size(1));
+  const auto fake =
+      comm.gather_rows(local, begins, total, {real.features.size(1)}, torch::kFloat64);
   const auto wanted = classes_of_range(0, total, classes);
   const auto argmax = classifier.head(fake.to(torch::kFloat32)).argmax(1);
   const auto predicted = torch::bincount(argmax, {}, classes);

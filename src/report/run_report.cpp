@@ -1,5 +1,7 @@
 #include "kr/report/run_report.hpp"
 
+#include <algorithm>
+#include <filesystem>
 #include <sstream>
 #include <vector>
 
@@ -30,6 +32,17 @@ RunResults load_run(const std::string& workdir) {
   run.mia = read_results(workdir, "mia");
   run.tckr = read_results(workdir, "mia-tckr");
   run.tune = read_results(workdir, "tune");
+  const std::string results = workdir + "/results";
+  if (path_exists(results)) {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(results)) {
+      const auto file = entry.path().filename().string();
+      if (file.rfind("audit-", 0) == 0 && entry.path().extension() == ".json")
+        names.push_back(file.substr(6, file.size() - 6 - 5));
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) run.audits[name] = read_results(workdir, "audit-" + name);
+  }
   if (run.teacher.is_null() && run.distill.is_null())
     throw Error(workdir + "/results: no teacher.json or distill.json; run the pipeline first");
   return run;
@@ -67,6 +80,15 @@ Json summarize_run(const RunResults& run) {
                {"auc", target.value().at("best").at("auc")},
                {"tpr_at_0.1%", target.value().at("best").at("tpr_at_0.1%")},
                {"test_accuracy", target.value().at("test_accuracy")}};
+  for (const auto& [name, audit] : run.audits.items()) {
+    Json spaces = Json::object();
+    for (const auto& [space, figures] : audit.at("spaces").items())
+      spaces[space] = Json{{"closer_to_train_share", figures.at("closer_to_train_share")},
+                           {"exact_copies", figures.at("exact_copies")},
+                           {"normalised_under_threshold", figures.at("normalised_under_threshold")},
+                           {"normalised_threshold", figures.at("normalised_threshold")}};
+    summary["audit_" + name] = Json{{"samples", audit.at("samples")}, {"spaces", spaces}};
+  }
   Json cost = Json::array();
   auto add_cost = [&](const std::string& step, const Json& json, const std::string& seconds_key) {
     if (json.is_null()) return;
@@ -81,6 +103,7 @@ Json summarize_run(const RunResults& run) {
   add_cost("generate", run.generate, "seconds");
   add_cost("distill", run.distill, "train_seconds_this_run");
   add_cost("mia", run.mia, "seconds");
+  for (const auto& [name, audit] : run.audits.items()) add_cost("audit " + name, audit, "seconds");
   if (!run.mia.is_null() && run.mia.contains("run_seconds")) {
     // A rerun that reuses complete runs only rescores: show what the runs cost as well.
     cost.back()["run_seconds"] = run.mia.at("run_seconds");
@@ -291,6 +314,63 @@ void tune_section(std::ostringstream& html, const RunResults& run) {
        << "\n";
 }
 
+// kr audit (Note [Memorisation audit]): a row per audited source and space, the
+// distance-to-closest-record curves, and each space's closest pairs.
+void memorisation_section(std::ostringstream& html, const RunResults& run) {
+  if (run.audits.empty()) return;
+  html << "<h3>Memorisation (kr audit)</h3><p>Each audited sample's nearest real image in the "
+          "train set, in a train reference and in the holdout (test) of the same size. "
+          "Closer to train: the share of samples nearer the train reference than the holdout "
+          "(about 0.5 when nothing is memorised). Normalised: Carlini et al. 2023's distance to "
+          "the nearest train image over alpha times the mean distance to its n nearest; the "
+          "count is of samples under the threshold. Pixels: L2 of images in [0, 1]; features: "
+          "cosine distance of the teacher's penultimate features.</p>\n"
+       << "<table><tr><th>audited</th><th>space</th><th>samples</th><th>closer to train</th>"
+          "<th>exact copies</th><th>normalised under threshold</th><th>median distance to "
+          "train</th><th>median to train reference</th><th>median to holdout</th><th>search "
+          "(s)</th></tr>";
+  std::vector<std::pair<std::string, std::vector<Series>>> curves;
+  for (const auto& [name, audit] : run.audits.items()) {
+    for (const auto& [space, f] : audit.at("spaces").items()) {
+      auto median = [&](const char* key) { return number(f.at(key).at(4), "%.4g"); };
+      const Json timing = f.value("timing", Json::object());
+      html << "<tr><td>" << escape(name) << "</td><td>" << escape(space) << "</td><td>"
+           << f.at("samples") << "</td><td>" << number(f.at("closer_to_train_share"), "%.3f")
+           << "</td><td>" << f.at("exact_copies") << "</td><td>"
+           << f.at("normalised_under_threshold") << " (&lt; "
+           << number(f.at("normalised_threshold"), "%.3g") << ")</td><td>"
+           << median("train_distance_quantiles") << "</td><td>"
+           << median("train_reference_distance_quantiles") << "</td><td>"
+           << median("holdout_distance_quantiles") << "</td><td>"
+           << number(timing.value("search_seconds", Json(nullptr)), "%.1f") << "</td></tr>";
+      auto curve = [&](const std::string& label, const char* key) {
+        return Series{name + " " + label, f.at(key).get<std::vector<double>>(),
+                      f.at("curve_levels").get<std::vector<double>>()};
+      };
+      auto where = std::find_if(curves.begin(), curves.end(),
+                                [&](const auto& c) { return c.first == space; });
+      if (where == curves.end()) where = curves.insert(curves.end(), {space, {}});
+      where->second.push_back(curve("train reference", "train_reference_curve"));
+      where->second.push_back(curve("holdout", "holdout_curve"));
+    }
+  }
+  html << "</table>\n";
+  for (const auto& [space, series] : curves)
+    html << svg_plot("Distance to the closest record, " + space, "distance", "share of samples",
+                     series, false, false);
+  html << "\n";
+  for (const auto& [name, audit] : run.audits.items())
+    for (const auto& [space, f] : audit.at("spaces").items()) {
+      const std::string strip = f.value("strip", std::string());
+      if (strip.empty() || !path_exists(strip)) continue;
+      html << "<figure style='display:inline-block'><img alt='closest pairs' style='image-"
+              "rendering: pixelated; width: 150px' src='data:image/png;base64,"
+           << base64(read_file(strip)) << "'/><figcaption>" << escape(name) << ", " << escape(space)
+           << ": sample | nearest train | nearest holdout</figcaption></figure>";
+    }
+  html << "\n";
+}
+
 // Each part's share of a step's wall time on rank 0 (Note [Cost split]), "-" for a
 // step recorded before the split existed.
 std::string share(const Json& step, const char* part) {
@@ -327,6 +407,7 @@ std::string run_section(const RunResults& run, const Json& summary) {
   curves_section(html, run);
   samples_section(html, run);
   tune_section(html, run);
+  memorisation_section(html, run);
   cost_section(html, summary);
   return html.str();
 }

@@ -8,6 +8,7 @@
 
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/data_parallel.hpp"
+#include "kr/comm/shard_range.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
 #include "kr/core/log.hpp"
@@ -18,6 +19,7 @@
 #include "kr/nn/flops.hpp"
 #include "kr/nn/inference.hpp"
 #include "kr/nn/resnet.hpp"
+#include "kr/privacy/memorisation.hpp"
 #include "kr/steps/step.hpp"
 #include "kr/train/distillation.hpp"
 
@@ -47,6 +49,9 @@ struct BenchOptions {
   std::int64_t steps = 20;
   double guidance = 2.0;
   bool guidance_batched = true;
+  std::int64_t queries = 55000;
+  std::int64_t reference = 55000;
+  std::int64_t feature_dims = 64;
   int warmup = 3;
   int iterations = 20;
   std::string json;
@@ -55,7 +60,7 @@ struct BenchOptions {
 void add_bench_options(OptionTable& table, BenchOptions& options) {
   // clang-format off
   table
-      ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm")
+      ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm; or audit: kr audit's nearest-neighbour search (--queries x --reference, pixels of --image and --feature-dims features) beside the float32 GEMM rate")
       ("mode", &options.mode, "train", "train (one optimisation step), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient), infer (resnet20's inference fast path) or distill (resnet20: a student step on a teacher's soft targets, the teacher labelling through the fast path, as kr distill does)")
       ("batch-per-rank", &options.batch_per_rank, 128, "images per rank per step (weak scaling)").at_least(1)
       ("image", &options.image, "1x28x28", "input C x H x W")
@@ -71,6 +76,9 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
       ("steps", &options.steps, 20, "ddpm sampling: DDIM steps (as kr generate --steps)").at_least(1)
       ("guidance", &options.guidance, 2.0, "ddpm sampling: guidance scale (0: no guidance)")
       ("guidance-batched", &options.guidance_batched, true, "ddpm sampling: one forward over [cond; null] (else two)")
+      ("queries", &options.queries, 55000, "audit: audited samples, split over the ranks").at_least(1)
+      ("reference", &options.reference, 55000, "audit: real images searched").at_least(50)
+      ("feature-dims", &options.feature_dims, 64, "audit: feature width (resnet20 width 16: 64)").at_least(1)
       ("warmup", &options.warmup, 3, "untimed iterations").at_least(0)
       ("iterations", &options.iterations, 20, "timed iterations (training steps or sampling batches)").at_least(1)
       ("json", &options.json, "", "append the result as one JSON line to this file").operational();
@@ -287,9 +295,100 @@ Timed bench_generator(Context& context, const BenchOptions& options,
   return timed;
 }
 
+// Rank 0 appends `row` as one JSON line to `path` (none when empty).
+void append_row(const Context& context, const std::string& path, const Json& row) {
+  if (path.empty() || context.comm.rank() != 0) return;
+  const std::string existing = path_exists(path) ? read_file(path) : "";
+  write_file_atomic(path, existing + row.dump() + "\n");
+}
+
+// Every rank's float32 GEMM rate, all ranks at once, at the audit screen's block shape
+// (1024 x d by d x 8192) and square 2048: GFLOP/s summed over the ranks, the faster shape.
+double gemm_rate(Context& context, std::int64_t dims) {
+  double best = 0.0;
+  for (const auto& [m, k, n] :
+       {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1024, dims, 8192},
+        {2048, 2048, 2048}}) {
+    const auto a = torch::rand({m, k});
+    const auto b = torch::rand({k, n});
+    auto c = torch::mm(a, b);
+    int reps = 0;
+    context.comm.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    double seconds = 0.0;
+    while (seconds < 2.0) {
+      c = torch::mm(a, b);
+      ++reps;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    auto rate = torch::tensor({2.0 * m * k * n * reps / seconds / 1e9}, torch::kFloat64);
+    context.comm.allreduce(rate, comm::ReduceOp::sum);
+    best = std::max(best, rate.item<double>());
+  }
+  return best;
+}
+
+// kr audit's search (Note [Memorisation audit]) on random images: each rank takes its
+// share of --queries, as kr audit deals them, and finds their 50 nearest of --reference
+// rows (the train search, the audit's largest), in pixels and in features.
+int run_bench_audit(Context& context, const BenchOptions& options,
+                    const std::vector<std::int64_t>& image) {
+  torch::manual_seed(1);  // the same reference on every rank
+  const std::int64_t pixels = image[0] * image[1] * image[2];
+  const auto range = comm::shard_range(options.queries, context.comm.rank(), context.comm.size());
+  const double gemm = gemm_rate(context, pixels);
+  Json spaces = Json::array();
+  for (const auto distance : {privacy::Distance::l2, privacy::Distance::cosine}) {
+    const std::int64_t d = distance == privacy::Distance::l2 ? pixels : options.feature_dims;
+    auto make = [&](std::int64_t n) {
+      auto raw = distance == privacy::Distance::l2
+                     ? torch::randint(0, 256, {n, d}, torch::kFloat32) / 255.0
+                     : torch::randn({n, d});
+      return privacy::search_rows(raw, distance);
+    };
+    const auto reference = make(options.reference);
+    const auto mine = make(range.end - range.begin);
+    context.comm.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    privacy::nearest_neighbours(mine, reference, 50, distance);
+    context.comm.barrier();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate =
+        privacy::screen_flops(options.queries, options.reference, d) / seconds / 1e9;
+    spaces.push_back(Json{{"space", privacy::distance_name(distance)},
+                          {"dims", d},
+                          {"seconds", seconds},
+                          {"screen_gflops_per_second", rate},
+                          {"share_of_gemm_rate", rate / gemm}});
+    char line[300];
+    std::snprintf(line, sizeof line,
+                  "bench: audit %s %lld x %lld, d = %lld, %d rank(s) x %d thread(s): %.1f s, "
+                  "%.1f GFLOP/s (%.0f %% of the %.1f GFLOP/s float32 GEMM rate)",
+                  privacy::distance_name(distance), static_cast<long long>(options.queries),
+                  static_cast<long long>(options.reference), static_cast<long long>(d),
+                  context.comm.size(), context.threads.intra_op, seconds, rate, 100.0 * rate / gemm,
+                  gemm);
+    log::info(line);
+  }
+  const Json row{{"impl", "kr"},
+                 {"model", "audit"},
+                 {"what", "kr audit nearest-neighbour search, k = 50, exact"},
+                 {"queries", options.queries},
+                 {"reference", options.reference},
+                 {"image", options.image},
+                 {"ranks", context.comm.size()},
+                 {"threads_per_rank", context.threads.intra_op},
+                 {"gemm_gflops_per_second", gemm},
+                 {"spaces", spaces}};
+  append_row(context, options.json, row);
+  return exit_code::ok;
+}
+
 int run_bench(Context& context, const BenchOptions& options) {
   const auto model = options.model;
   const auto dims = parse_image(options.image);
+  if (model == "audit") return run_bench_audit(context, options, dims);
   const auto batch = options.batch_per_rank;
   if (batch < 1) throw UsageError("--batch-per-rank must be at least 1");
   Timed timed;
@@ -302,7 +401,7 @@ int run_bench(Context& context, const BenchOptions& options) {
   } else if (model == "gan" || model == "ddpm") {
     timed = bench_generator(context, options, dims, batch);
   } else {
-    throw UsageError("--model must be resnet20, gan or ddpm, got '" + model + "'");
+    throw UsageError("--model must be resnet20, gan, ddpm or audit, got '" + model + "'");
   }
   const int iterations = options.iterations;
   const double images_per_second =
@@ -341,11 +440,7 @@ int run_bench(Context& context, const BenchOptions& options) {
                 context.threads.intra_op, static_cast<long long>(batch), timed.layout.c_str(),
                 images_per_second, gflops);
   log::info(line);
-  const auto json_path = options.json;
-  if (!json_path.empty() && context.comm.rank() == 0) {
-    std::string existing = path_exists(json_path) ? read_file(json_path) : "";
-    write_file_atomic(json_path, existing + row.dump() + "\n");
-  }
+  append_row(context, options.json, row);
   return exit_code::ok;
 }
 

@@ -14,13 +14,15 @@ Step report_step();
 Step run_step();
 Step status_step();
 Step tune_step();
+Step audit_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
       prepare_step(), train_teacher_step(), train_generator_step(),
       sample_step(),  generate_step(),      distill_step(),
-      tune_step(),    mia_step(),           report_step(),
-      bench_step(),   run_step(),           status_step()};
+      tune_step(),    mia_step(),           audit_step(),
+      report_step(),  bench_step(),         run_step(),
+      status_step()};
   return steps;
 }
 

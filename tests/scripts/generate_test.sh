@@ -162,6 +162,42 @@ assert last(a) == last(b), ("online part differs from the pool's third part", la
 PY
 pass "an online part equals the part kr generate makes (pool seed and z-scale, not the run's)"
 
+# kr audit (Note [Memorisation audit]): the samples split over 1, 2 and 3 ranks give the
+# same figures; real train images are all exact copies; a bad source is refused by name and
+# writes no results.
+aud=(audit --workdir "$WORK/w" --pool "$WORK/p1" --strip 4)
+"$KR" "${aud[@]}" --name a1 --threads 1 > /dev/null
+"${MPIRUN[@]}" -n 2 "$KR" "${aud[@]}" --name a2 --threads 1 > /dev/null
+"${MPIRUN[@]}" -n 3 "$KR" "${aud[@]}" --name a3 --threads 1 --query-block 70 --reference-block 130 > /dev/null
+"${MPIRUN[@]}" -n 2 "$KR" audit --workdir "$WORK/w" --real-split train --samples 50 > /dev/null
+"$PY" - "$WORK/w/results" <<'PY'
+import json, sys
+r = lambda n: json.load(open(f"{sys.argv[1]}/audit-{n}.json"))
+a1, a2, a3 = r("a1"), r("a2"), r("a3")
+assert a1["samples"] == 600, a1["samples"]  # one regeneration of the 2-part pool
+assert set(a1["spaces"]) == {"pixels_l2", "features_cosine"}, a1["spaces"].keys()
+strip = lambda s: {k: v for k, v in s.items() if k not in ("timing", "strip")}
+for other in (a2, a3):
+    for space in a1["spaces"]:
+        assert strip(other["spaces"][space]) == strip(a1["spaces"][space]), space
+assert (a2["world_size"], a3["world_size"]) == (2, 3)
+t = r("real-train")
+for space, f in t["spaces"].items():
+    assert f["exact_copies"] == 50 and f["normalised_under_threshold"] == 50, (space, f)
+    assert f["train_distance_quantiles"][-1] == 0, f
+for space, f in a1["spaces"].items():
+    assert 0 <= f["closer_to_train_share"] <= 1 and len(f["closest"]) == 4, f
+    open(f["strip"], "rb").read(8) == b"\x89PNG\r\n\x1a\n" or sys.exit("strip not a PNG")
+PY
+expect_exit 2 "$KR" audit --workdir "$WORK/w" --real-split test
+expect_output "test is the holdout"
+expect_exit 1 "$KR" audit --workdir "$WORK/w" --pool "$WORK/nowhere" --name gone
+expect_output "$WORK/nowhere"
+[[ ! -e "$WORK/w/results/audit-gone.json" ]] || fail "a failed audit left results"
+"$KR" report --workdir "$WORK/w" > /dev/null
+grep -q "Memorisation (kr audit)" "$WORK/w/results/report.html" || fail "report lacks the audit"
+pass "kr audit: 1, 2 and 3 ranks agree; train images are exact copies; bad sources refused; in the report"
+
 # A truncated shard is named by every reader.
 "$PY" -c "import sys; p=sys.argv[1]; d=open(p,'rb').read(); open(p,'wb').write(d[:len(d)//3])" "$WORK/p2/shard_600_200.h5"
 expect_exit 1 "$KR" "${dist[@]}" --epochs 1 --out "$WORK/w/student4"

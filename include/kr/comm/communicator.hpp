@@ -57,6 +57,13 @@ class Communicator {
   at::Tensor allgather(const at::Tensor& tensor);
   // Every rank's string, rank order (any lengths): two allgathers, lengths then padded bytes.
   std::vector<std::string> allgather_strings(const std::string& mine);
+  // A (rows, ...) table every rank holds afterwards: this rank's `parts[i]` are its rows
+  // [begins[i], begins[i] + parts[i].size(0)); rows no rank gives are zero. Every rank
+  // passes the same `rows` and `row_shape` (the sizes after the first), parts of any
+  // type are converted to `type`. One sum all-reduce.
+  at::Tensor gather_rows(const std::vector<at::Tensor>& parts,
+                         const std::vector<std::int64_t>& begins, std::int64_t rows,
+                         const std::vector<std::int64_t>& row_shape, at::ScalarType type);
   void barrier();
   // Ends the whole job at once; `why` is logged first.
   [[noreturn]] virtual void abort(int code, const std::string& why) = 0;

@@ -1,6 +1,7 @@
 // The report over one run (or a sweep of runs): what each step's results file says,
 // summarised (JSON, CSV) and rendered (HTML). One schema, read here, for every results
-// file the report uses: results/{teacher,generator,generate,distill,mia,mia-tckr}.json.
+// file the report uses: results/{teacher,generator,generate,distill,mia,mia-tckr,tune}.json and
+// results/audit-<name>.json.
 #pragma once
 
 #include <string>
@@ -13,6 +14,7 @@ namespace kr::report {
 struct RunResults {
   std::string workdir;
   Json teacher, generator, generate, distill, mia, tckr, tune;
+  Json audits = Json::object();  // results/audit-<name>.json by name (kr audit)
 };
 
 // Reads <workdir>/results/*.json; an unparsable file is an error naming it, and a work

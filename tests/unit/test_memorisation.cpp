@@ -1,0 +1,154 @@
+// The memorisation audit's search and measures (Note [Memorisation audit]).
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "kr/core/error.hpp"
+#include "kr/privacy/memorisation.hpp"
+
+namespace {
+
+using kr::privacy::Distance;
+
+// Images quantised as uint8 pixels are, in [0, 1].
+at::Tensor random_images(std::int64_t n, std::int64_t d) {
+  return torch::randint(0, 256, {n, d}, torch::kFloat32) / 255.0;
+}
+
+kr::privacy::AuditReference reference_of(const at::Tensor& train, const at::Tensor& holdout,
+                                         Distance distance) {
+  kr::privacy::AuditReference reference;
+  reference.train = kr::privacy::search_rows(train, distance);
+  reference.subset_index =
+      torch::randperm(train.size(0), torch::kInt64).narrow(0, 0, holdout.size(0));
+  reference.subset = reference.train.index({reference.subset_index});
+  reference.holdout = kr::privacy::search_rows(holdout, distance);
+  return reference;
+}
+
+}  // namespace
+
+TEST(NearestNeighbours, MatchBruteForceInBothSpacesAcrossBlockEdges) {
+  torch::manual_seed(3);
+  const auto queries = torch::randn({37, 12});
+  const auto reference = torch::randn({101, 12});
+  for (const auto distance : {Distance::l2, Distance::cosine}) {
+    const auto q = kr::privacy::search_rows(queries, distance);
+    const auto r = kr::privacy::search_rows(reference, distance);
+    // Blocks that do not divide the sizes, and a screen merged over 8 reference blocks.
+    const auto found = kr::privacy::nearest_neighbours(q, r, 5, distance, {7, 13});
+    auto exact = torch::cdist(q.to(torch::kFloat64), r.to(torch::kFloat64));
+    if (distance == Distance::cosine) exact = exact.pow(2) * 0.5;
+    const auto [values, indices] = exact.sort(1);
+    EXPECT_TRUE(torch::allclose(found.distance, values.narrow(1, 0, 5), 1e-9, 1e-9))
+        << kr::privacy::distance_name(distance);
+    EXPECT_TRUE(torch::equal(found.index, indices.narrow(1, 0, 5)))
+        << kr::privacy::distance_name(distance);
+  }
+  // Cosine distance is 1 - cos.
+  const auto a = kr::privacy::search_rows(torch::tensor({{1.0, 0.0}}), Distance::cosine);
+  const auto b = kr::privacy::search_rows(torch::tensor({{2.0, 2.0}}), Distance::cosine);
+  EXPECT_NEAR(kr::privacy::nearest_neighbours(a, b, 1, Distance::cosine).distance.item<double>(),
+              1.0 - std::sqrt(0.5), 1e-7);
+}
+
+TEST(NearestNeighbours, RefusesBadShapesAndTooLargeK) {
+  const auto r = torch::zeros({4, 3});
+  EXPECT_THROW(kr::privacy::nearest_neighbours(torch::zeros({2, 5}), r, 1, Distance::l2),
+               kr::Error);
+  EXPECT_THROW(kr::privacy::nearest_neighbours(torch::zeros({2, 3}), r, 5, Distance::l2),
+               kr::Error);
+  // No queries: an empty answer, not an error (a rank with no samples).
+  const auto none = kr::privacy::nearest_neighbours(torch::zeros({0, 3}), r, 2, Distance::l2);
+  EXPECT_EQ(none.distance.sizes(), (std::vector<std::int64_t>{0, 2}));
+}
+
+// The planted-duplicate test: a pool of fresh samples with k training images copied in
+// is flagged with exactly those k, at distance 0, in both spaces.
+TEST(MemorisationAudit, PlantedTrainingImagesAreFlaggedExactlyAtDistanceZero) {
+  torch::manual_seed(11);
+  const std::int64_t d = 784;
+  const auto train = random_images(600, d);
+  const auto holdout = random_images(150, d);
+  auto pool = random_images(400, d);
+  const std::vector<std::int64_t> planted_rows{3, 50, 51, 199, 250, 301, 399};
+  const std::vector<std::int64_t> from_train{0, 7, 599, 123, 321, 42, 8};
+  for (std::size_t i = 0; i < planted_rows.size(); ++i)
+    pool[planted_rows[i]].copy_(train[from_train[i]]);
+  const auto labels = torch::arange(400, torch::kInt64) % 10;
+  kr::privacy::AuditSettings settings;
+  settings.blocks = {64, 100};
+  for (const auto distance : {Distance::l2, Distance::cosine}) {
+    const auto reference = reference_of(train, holdout, distance);
+    const auto audit = kr::privacy::audit_space(kr::privacy::search_rows(pool, distance), reference,
+                                                distance, settings);
+    const auto at_zero = audit.train_distance.eq(0).nonzero().flatten();
+    EXPECT_EQ(std::vector<std::int64_t>(at_zero.data_ptr<std::int64_t>(),
+                                        at_zero.data_ptr<std::int64_t>() + at_zero.numel()),
+              planted_rows)
+        << kr::privacy::distance_name(distance);
+    for (std::size_t i = 0; i < planted_rows.size(); ++i)
+      EXPECT_EQ(audit.train_index[planted_rows[i]].item<std::int64_t>(), from_train[i]);
+    const auto flagged = audit.normalised.lt(settings.threshold).nonzero().flatten();
+    EXPECT_TRUE(torch::equal(flagged, at_zero)) << kr::privacy::distance_name(distance);
+    const auto closest = kr::privacy::closest_samples(audit, 7);
+    EXPECT_EQ(std::set<std::int64_t>(closest.begin(), closest.end()),
+              std::set<std::int64_t>(planted_rows.begin(), planted_rows.end()));
+    const auto summary = kr::privacy::summarize_space(audit, labels, 10, settings);
+    EXPECT_EQ(summary["exact_copies"].get<std::int64_t>(), 7);
+    EXPECT_EQ(summary["normalised_under_threshold"].get<std::int64_t>(), 7);
+    std::int64_t per_class = 0;
+    for (const auto& row : summary["per_class"])
+      per_class += row["exact_copies"].get<std::int64_t>();
+    EXPECT_EQ(per_class, 7);
+  }
+}
+
+// Samples drawn like the holdout (neither train nor holdout) are as close to the train
+// reference as to the holdout: the DCR share is about one half; a pool of train images is
+// closer to train.
+TEST(MemorisationAudit, FreshSamplesGiveAboutHalfAndTrainImagesMore) {
+  torch::manual_seed(5);
+  const std::int64_t d = 8;  // low dimension: nearest distances vary, few ties
+  const auto train = torch::randn({3000, d});
+  const auto holdout = torch::randn({1000, d});
+  const auto fresh = torch::randn({4000, d});
+  const auto labels = torch::zeros({4000}, torch::kInt64);
+  const kr::privacy::AuditSettings settings;
+  for (const auto distance : {Distance::l2, Distance::cosine}) {
+    const auto reference = reference_of(train, holdout, distance);
+    const auto audit = kr::privacy::audit_space(kr::privacy::search_rows(fresh, distance),
+                                                reference, distance, settings);
+    const auto summary = kr::privacy::summarize_space(audit, labels, 1, settings);
+    // Standard error sqrt(0.25 / 4000) = 0.008.
+    EXPECT_NEAR(summary["closer_to_train_share"].get<double>(), 0.5, 0.035)
+        << kr::privacy::distance_name(distance);
+    EXPECT_EQ(summary["exact_copies"].get<std::int64_t>(), 0);
+    const auto members = kr::privacy::audit_space(reference.subset, reference, distance,
+                                                  settings);  // the train reference itself
+    const auto member_summary =
+        kr::privacy::summarize_space(members, torch::zeros({1000}, torch::kInt64), 1, settings);
+    EXPECT_EQ(member_summary["closer_to_train_share"].get<double>(), 1.0);
+  }
+}
+
+TEST(MemorisationAudit, TableRoundTripsAndSummaryQuantilesAreOrdered) {
+  torch::manual_seed(2);
+  const auto reference = reference_of(torch::randn({200, 6}), torch::randn({50, 6}), Distance::l2);
+  const kr::privacy::AuditSettings settings;
+  const auto audit =
+      kr::privacy::audit_space(kr::privacy::search_rows(torch::randn({30, 6}), Distance::l2),
+                               reference, Distance::l2, settings);
+  const auto back = kr::privacy::SpaceAudit::from_table(audit.table());
+  EXPECT_TRUE(torch::equal(back.train_index, audit.train_index));
+  EXPECT_TRUE(torch::equal(back.holdout_distance, audit.holdout_distance));
+  const auto summary =
+      kr::privacy::summarize_space(audit, torch::zeros({30}, torch::kInt64), 1, settings);
+  const auto q = summary["train_distance_quantiles"].get<std::vector<double>>();
+  for (std::size_t i = 1; i < q.size(); ++i) EXPECT_LE(q[i - 1], q[i]);
+  // The nearest of the whole train set is never farther than the nearest of a subset.
+  EXPECT_TRUE(audit.train_distance.le(audit.subset_distance).all().item<bool>());
+  EXPECT_THROW(kr::privacy::SpaceAudit::from_table(torch::zeros({3, 5})), kr::Error);
+}
