@@ -23,11 +23,18 @@ io::Shard accept_confident(const io::Shard& candidates, std::int64_t first, doub
   auto probabilities = torch::softmax(candidates.teacher_logits.to(torch::kFloat64), 1);
   auto [best, argmax] = probabilities.max(1);
   auto keep = argmax.eq(candidates.labels).logical_and(best.gt(tau)).nonzero().view(-1);
+  return take_rows(candidates, keep, first);
+}
+
+io::Shard take_rows(const io::Shard& rows, const at::Tensor& keep, std::int64_t first) {
   io::Shard kept;
-  kept.images = candidates.images.index_select(0, keep).contiguous();
-  kept.labels = candidates.labels.index_select(0, keep).contiguous();
-  kept.teacher_logits = candidates.teacher_logits.index_select(0, keep).contiguous();
-  kept.source_index = (keep + first).contiguous();
+  kept.images = rows.images.index_select(0, keep).contiguous();
+  kept.labels = rows.labels.index_select(0, keep).contiguous();
+  if (rows.teacher_logits.defined())
+    kept.teacher_logits = rows.teacher_logits.index_select(0, keep).contiguous();
+  kept.source_index = rows.source_index.defined()
+                          ? rows.source_index.index_select(0, keep).contiguous()
+                          : (keep + first).contiguous();
   return kept;
 }
 

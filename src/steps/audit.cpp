@@ -20,6 +20,7 @@
 #include "kr/privacy/memorisation.hpp"
 #include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
+#include "kr/steps/memorisation.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/step.hpp"
@@ -126,31 +127,6 @@ std::string default_name(const AuditSource& source) {
   auto name = source.path;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
   return name.substr(name.rfind('/') + 1);
-}
-
-// Collective. Features of a whole real set, every rank computing a slice; float32 rows
-// ready for the cosine search.
-at::Tensor feature_rows(comm::Communicator& comm, const gen::ClassifierView& view,
-                        const data::ImageSet& set) {
-  return privacy::search_rows(gen::real_reference(comm, view, set, 500).features,
-                              privacy::Distance::cosine);
-}
-
-// This rank's samples' features, in batches, as cosine search rows.
-at::Tensor local_feature_rows(const gen::ClassifierView& view, const data::ImageSet& mine,
-                              std::int64_t dims) {
-  torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> parts{torch::empty({0, dims}, torch::kFloat32)};
-  for (std::int64_t begin = 0; begin < mine.size(); begin += 500) {
-    const auto n = std::min<std::int64_t>(500, mine.size() - begin);
-    parts.push_back(privacy::search_rows(
-        view.features(data::to_float(mine.images.narrow(0, begin, n))), privacy::Distance::cosine));
-  }
-  return torch::cat(parts, 0);
-}
-
-at::Tensor pixel_rows(const at::Tensor& images) {
-  return privacy::search_rows(images.to(torch::kFloat32).div_(255.0), privacy::Distance::l2);
 }
 
 struct SpaceResult {
@@ -295,7 +271,7 @@ int run_audit(Context& context, const AuditOptions& options) {
     const auto features_start = Clock::now();
     auto reference = make_reference(feature_rows(context.comm, view, dataset.train),
                                     feature_rows(context.comm, view, dataset.test), subset_index);
-    const auto queries = local_feature_rows(view, mine, reference.train.size(1));
+    const auto queries = local_feature_rows(view, mine.images, reference.train.size(1));
     const double feature_seconds = seconds_since(features_start);
     results.push_back(search_space(context.comm, queries, range.begin, source.total, reference,
                                    privacy::Distance::cosine, settings));

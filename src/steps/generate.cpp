@@ -1,6 +1,7 @@
 // `kr generate`: regeneration spread over ranks into sharded HDF5 (Note [Synthetic pool]).
 #include <torch/torch.h>
 
+#include <memory>
 #include <optional>
 
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "kr/io/shard.hpp"
 #include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
+#include "kr/steps/memorisation.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
 #include "kr/steps/sampling_options.hpp"
@@ -42,6 +44,8 @@ struct GenerateOptions {
   std::int64_t block = 2000;
   std::int64_t sample_batch = 250;
   double filter_tau = 0.0;
+  double reid_filter = 0.0;
+  std::string reid_space;
   std::int64_t quality_samples = 2000;
   SamplingOptions sampling;
 };
@@ -49,7 +53,7 @@ struct GenerateOptions {
 void add_generate_options(OptionTable& table, GenerateOptions& options) {
   // clang-format off
   table
-      ("data", &options.data, "", "prepared data set, for the default count (default: <workdir>/data/data.h5)").operational()
+      ("data", &options.data, "", "prepared data set: the default count, the quality measures and --reid-filter's train and val images (default: <workdir>/data/data.h5)").operational()
       ("generator", &options.generator, "", "generator run or checkpoint (default: <workdir>/generator)")
       ("teacher", &options.teacher, "", "teacher run whose logits are stored (default: <workdir>/teacher if present; 'none' for none)")
       ("out", &options.out, "", "pool directory (default: <workdir>/pool)").operational()
@@ -59,6 +63,8 @@ void add_generate_options(OptionTable& table, GenerateOptions& options) {
       ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)").at_least(1)
       ("sample-batch", &options.sample_batch, 250, "images per generator forward (fixed: part of the settings)").at_least(1)
       ("filter-tau", &options.filter_tau, 0.0, "keep a sample of class c only if the teacher's argmax is c with probability > tau (0: no filter; needs a teacher)").range(0, 0.999)
+      ("reid-filter", &options.reid_filter, 0.0, "Privacy Distillation's re-identification filter (Note [Re-identification filter]): drop a sample nearer to a real train image than this percentile of the real val images' nearest-train distances (0: no filter; needs a teacher)").range(0, 99.999)
+      ("reid-space", &options.reid_space, "features", "--reid-filter's distance: features (the teacher's, cosine) or pixels (L2)")
       ("quality-samples", &options.quality_samples, 2000, "with a teacher and the prepared data: score the pool's first samples (before any filter) against real val images: teacher agreement, Frechet distance, per-class precision and recall (0: skip)").at_least(0);
   // clang-format on
   add_sampling_options(table, options.sampling);
@@ -75,13 +81,15 @@ struct PoolPlan {
   std::int64_t sample_batch = 0;
   std::uint64_t seed = 0;
   double tau = 0.0;
+  const ReidFilter* reid = nullptr;  // Note [Re-identification filter]; null: none
   bool filtered = false;
   Json settings;
   std::string settings_hash;
 };
 
 PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::GeneratorSpec& spec,
-                   const std::string& generator_sha256, const LoadedClassifier* teacher) {
+                   const std::string& generator_sha256, const LoadedClassifier* teacher,
+                   const ReidFilter* reid) {
   PoolPlan plan;
   plan.out = context.under_workdir(options.out, "pool");
   plan.count = options.count;
@@ -100,13 +108,16 @@ PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::
                      std::to_string(plan.sample_batch) + ")");
   plan.total = plan.count * plan.pool_epochs;
   plan.tau = options.filter_tau;
-  plan.filtered = plan.tau > 0.0;
+  plan.reid = reid;
+  plan.filtered = plan.tau > 0.0 || reid;
   if (plan.tau < 0.0 || plan.tau >= 1.0) throw UsageError("--filter-tau must be in [0, 1)");
   if (plan.filtered && !teacher)
-    throw UsageError("--filter-tau needs a teacher (--teacher, or <workdir>/teacher)");
+    throw UsageError(
+        "--filter-tau and --reid-filter need a teacher (--teacher, or <workdir>/teacher)");
   if (plan.filtered && plan.count % spec.classes != 0)
-    throw UsageError("--filter-tau needs a class-balanced count: " + std::to_string(plan.count) +
-                     " images is not a multiple of " + std::to_string(spec.classes) + " classes");
+    throw UsageError("--filter-tau and --reid-filter need a class-balanced count: " +
+                     std::to_string(plan.count) + " images is not a multiple of " +
+                     std::to_string(spec.classes) + " classes");
   plan.settings = Json{{"schema_version", io::kShardSchemaVersion},
                        {"generator_sha256", generator_sha256},
                        {"generator_spec", spec.to_json()},
@@ -118,7 +129,8 @@ PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::
                        {"block", plan.block},
                        {"sample_batch", plan.sample_batch},
                        {"labels", "class_of_index(i) = i mod K"},
-                       {"filter_tau", plan.filtered ? Json(plan.tau) : Json(nullptr)}};
+                       {"filter_tau", plan.tau > 0.0 ? Json(plan.tau) : Json(nullptr)}};
+  if (reid) plan.settings["reid_filter"] = reid->settings();  // absent: none (older pools)
   plan.settings_hash = sha256_string(plan.settings.dump()).substr(0, 16);
   return plan;
 }
@@ -149,6 +161,7 @@ class PoolWriter {
   Json make_filtered(const std::vector<std::int64_t>& todo);
 
   gen::RegenerationTimers timers;
+  std::int64_t reid_dropped = 0;  // candidates the re-identification filter dropped this run
   std::int64_t made = 0;
   std::int64_t images_made = 0;
   std::vector<std::string> made_files;
@@ -214,7 +227,14 @@ io::Shard PoolWriter::make_candidates(std::int64_t b, std::int64_t& sampled_here
       log::warn(std::string("generate: remaking candidates: ") + error.what());
     }
   }
-  auto rows = gen::accept_confident(sample(first, plan_.block), first, plan_.tau);
+  auto rows = sample(first, plan_.block);
+  rows = plan_.tau > 0.0 ? gen::accept_confident(rows, first, plan_.tau)
+                         : gen::take_rows(rows, torch::arange(rows.images.size(0)), first);
+  if (plan_.reid) {
+    const auto before = rows.images.size(0);
+    rows = gen::take_rows(rows, plan_.reid->keep(rows.images), first);
+    reid_dropped += before - rows.images.size(0);
+  }
   write(candidate_path(b), first, rows, false);
   ++sampled_here;
   if (context_.comm.rank() == 0 && sampled_here % 10 == 0)
@@ -256,15 +276,18 @@ Json PoolWriter::make_filtered(const std::vector<std::int64_t>& todo) {
                   100.0 * rate);
     per_class += item;
   }
-  log::info("generate: filter tau " + std::to_string(plan_.tau) + " accepted per class " +
-            per_class);
-  auto blocks_sampled = torch::tensor({sampled_here}, torch::kInt64);
+  log::info("generate: filter tau " + std::to_string(plan_.tau) +
+            (plan_.reid ? ", reid threshold " + std::to_string(plan_.reid->threshold()) : "") +
+            " accepted per class " + per_class);
+  auto blocks_sampled = torch::tensor({sampled_here, reid_dropped}, torch::kInt64);
   context_.comm.allreduce(blocks_sampled, comm::ReduceOp::sum);
   const auto candidate_count = candidates.blocks() * plan_.block;
   return Json{
       {"tau", plan_.tau},
       {"candidate_blocks", candidates.blocks()},
-      {"candidate_blocks_sampled_this_run", blocks_sampled.item<std::int64_t>()},
+      {"candidate_blocks_sampled_this_run", blocks_sampled[0].item<std::int64_t>()},
+      {"reid_filter", plan_.reid ? plan_.reid->settings() : Json(nullptr)},
+      {"reid_dropped_this_run", blocks_sampled[1].item<std::int64_t>()},
       {"candidates", candidate_count},
       {"accepted", all_accepted},
       {"acceptance", static_cast<double>(all_accepted) / static_cast<double>(candidate_count)},
@@ -281,6 +304,32 @@ std::optional<LoadedClassifier> pool_teacher(const Context& context, const Gener
   if (option == "none" || (option.empty() && !path_exists(dir + "/model.json")))
     return std::nullopt;
   return load_classifier(dir, spec.channels, spec.classes);
+}
+
+// Note [Re-identification filter]: built from the prepared data (and the teacher's
+// features) when --reid-filter is set; null otherwise.
+std::unique_ptr<ReidFilter> reid_filter(Context& context, const GenerateOptions& options,
+                                        const std::optional<LoadedClassifier>& teacher) {
+  if (options.reid_filter <= 0.0) return nullptr;
+  privacy::Distance space;
+  if (options.reid_space == "features")
+    space = privacy::Distance::cosine;
+  else if (options.reid_space == "pixels")
+    space = privacy::Distance::l2;
+  else
+    throw UsageError("--reid-space must be features or pixels, got '" + options.reid_space + "'");
+  if (!teacher) throw UsageError("--reid-filter needs a teacher (--teacher, or <workdir>/teacher)");
+  const auto dataset = io::read_dataset(context.under_workdir(options.data, "data/data.h5"));
+  const auto view = teacher->view();
+  auto filter =
+      std::make_unique<ReidFilter>(context.comm, dataset, &view, space, options.reid_filter);
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "generate: re-identification filter: %s distance to train under %.6g (the %.3g-th "
+                "percentile of val's) is dropped",
+                privacy::distance_name(space), filter->threshold(), options.reid_filter);
+  log::info(line);
+  return filter;
 }
 
 // results/generate.json: what was made, how fast, and where the time went.
@@ -363,8 +412,9 @@ int run_generate(Context& context, const GenerateOptions& options) {
   const auto spec = with_sampling_options(options.sampling, generator.spec);
   auto sampler = gen::make_sampler(spec, generator.model);
   auto teacher = pool_teacher(context, options, spec);
-  const auto plan =
-      plan_pool(context, options, spec, generator.weights_sha256, teacher ? &*teacher : nullptr);
+  const auto reid = reid_filter(context, options, teacher);
+  const auto plan = plan_pool(context, options, spec, generator.weights_sha256,
+                              teacher ? &*teacher : nullptr, reid.get());
 
   // A rerun must have the same settings (checked before the run record, so a refused
   // rerun leaves a complete pool's record as it was); a crash must not leave a manifest

@@ -198,6 +198,32 @@ expect_output "$WORK/nowhere"
 grep -q "Memorisation (kr audit)" "$WORK/w/results/report.html" || fail "report lacks the audit"
 pass "kr audit: 1, 2 and 3 ranks agree; train images are exact copies; bad sources refused; in the report"
 
+# kr generate --reid-filter (Note [Re-identification filter]): the threshold is the median
+# of val's nearest-train distances; the pool is class-balanced, the same at 2 and 3 ranks,
+# and kr audit finds no sample nearer to train than the threshold. (This 1-epoch generator
+# is far from every train image, so nothing is dropped here: the unit test ReidFilter.*
+# plants copies that are.)
+reid=(generate --workdir "$WORK/w" --count 600 --sample-batch 100 --block 200 --reid-filter 50
+      --quality-samples 0 --threads 1)
+"${MPIRUN[@]}" -n 2 "$KR" "${reid[@]}" --out "$WORK/r2" > /dev/null
+"${MPIRUN[@]}" -n 3 "$KR" "${reid[@]}" --out "$WORK/r3" > /dev/null
+[[ "$(file_sums "$WORK/r2")" == "$(file_sums "$WORK/r3")" ]] || fail "reid-filtered pools differ at 2 and 3 ranks"
+"${MPIRUN[@]}" -n 2 "$KR" audit --workdir "$WORK/w" --pool "$WORK/r2" --name reid > /dev/null
+"$PY" - "$WORK" <<'PY'
+import json, sys, h5py, numpy
+work = sys.argv[1]
+settings = json.load(open(f"{work}/r2/manifest.json"))["settings"]["reid_filter"]
+assert settings["space"] == "features_cosine" and settings["percentile"] == 50, settings
+g = json.load(open(f"{work}/w/results/generate.json"))["filter"]
+assert g["reid_filter"] == settings and "reid_dropped_this_run" in g, g
+assert abs(settings["threshold"] - settings["val_nearest_train"]["p50"]) <= 0.5 * settings["threshold"], settings
+a = json.load(open(f"{work}/w/results/audit-reid.json"))["spaces"]["features_cosine"]
+assert a["train_distance_quantiles"][0] >= settings["threshold"], (a["train_distance_quantiles"], settings)
+with h5py.File(f"{work}/r2/index.h5", "r") as f:
+    assert (f["labels"][...] == numpy.arange(600) % 10).all()
+PY
+pass "reid filter: val's threshold recorded; class-balanced, rank-independent, no audited sample under it"
+
 # A truncated shard is named by every reader.
 "$PY" -c "import sys; p=sys.argv[1]; d=open(p,'rb').read(); open(p,'wb').write(d[:len(d)//3])" "$WORK/p2/shard_600_200.h5"
 expect_exit 1 "$KR" "${dist[@]}" --epochs 1 --out "$WORK/w/student4"

@@ -5,8 +5,11 @@
 
 #include <set>
 
+#include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
+#include "kr/data/image_set.hpp"
 #include "kr/privacy/memorisation.hpp"
+#include "kr/steps/memorisation.hpp"
 
 namespace {
 
@@ -151,4 +154,40 @@ TEST(MemorisationAudit, TableRoundTripsAndSummaryQuantilesAreOrdered) {
   // The nearest of the whole train set is never farther than the nearest of a subset.
   EXPECT_TRUE(audit.train_distance.le(audit.subset_distance).all().item<bool>());
   EXPECT_THROW(kr::privacy::SpaceAudit::from_table(torch::zeros({3, 5})), kr::Error);
+}
+
+// Note [Re-identification filter]: copies of train images (and images nearer train than
+// val's threshold) are dropped, images far from train kept; the threshold is val's.
+TEST(ReidFilter, DropsCopiesOfTrainImagesAndKeepsFarOnes) {
+  torch::manual_seed(4);
+  kr::data::Dataset dataset;
+  dataset.train = {torch::randint(0, 256, {300, 1, 6, 6}, torch::kUInt8),
+                   torch::arange(300, torch::kInt64) % 3};
+  dataset.val = {torch::randint(0, 256, {100, 1, 6, 6}, torch::kUInt8),
+                 torch::arange(100, torch::kInt64) % 3};
+  kr::comm::SelfCommunicator self;
+  const kr::steps::ReidFilter filter(self, dataset, nullptr, Distance::l2, 20.0);
+  const auto val_nearest =
+      kr::privacy::nearest_neighbours(kr::steps::pixel_rows(dataset.val.images),
+                                      kr::steps::pixel_rows(dataset.train.images), 1, Distance::l2)
+          .distance.flatten();
+  const double below = val_nearest.lt(filter.threshold()).to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(below, 0.2, 0.02);  // the 20th percentile of val's distances
+  auto candidates = torch::randint(0, 256, {40, 1, 6, 6}, torch::kUInt8);
+  candidates.narrow(0, 0, 10).copy_(dataset.train.images.narrow(0, 5, 10));  // copies
+  // One grey level off (no wrap at 255): nearer than any val image.
+  candidates.narrow(0, 10, 10).copy_(
+      (dataset.train.images.narrow(0, 100, 10).to(torch::kInt32) + 1).clamp_max(255));
+  const auto kept = filter.keep(candidates);
+  const auto nearest =
+      kr::privacy::nearest_neighbours(kr::steps::pixel_rows(candidates),
+                                      kr::steps::pixel_rows(dataset.train.images), 1, Distance::l2)
+          .distance.flatten();
+  EXPECT_TRUE(torch::equal(kept, nearest.ge(filter.threshold()).nonzero().flatten()));
+  EXPECT_GE(kept.numel(), 1);
+  EXPECT_TRUE(kept.ge(20).all().item<bool>()) << "a copy or a near-copy was kept";
+  EXPECT_EQ(filter.settings()["space"], "pixels_l2");
+  EXPECT_THROW(kr::steps::ReidFilter(self, dataset, nullptr, Distance::cosine, 20.0),
+               kr::UsageError);
+  EXPECT_THROW(kr::steps::ReidFilter(self, dataset, nullptr, Distance::l2, 100.0), kr::UsageError);
 }

@@ -7,12 +7,12 @@
 // the teacher's argmax is its class with probability above tau. Each candidate
 // block's accepted rows (with their candidate indices) are kept in a file of
 // their own. Rounds of candidate blocks run until every class has `quota`
-// accepted candidates. Pool row j is then the (j / K)-th accepted candidate of
-// class j mod K in candidate order, so labels stay class_of_index(j) and each
-// regeneration stays class-balanced. How many extra blocks a round runs
-// depends on the rank count and on the acceptance seen so far, but which
-// candidates fill the pool does not: the result is the same for any rank count
-// or block-to-rank assignment.
+// accepted candidates (a filter may add its own test, as kr generate's
+// re-identification filter does: Note [Re-identification filter]). Pool row j is then the (j /
+// K)-th accepted candidate of class j mod K in candidate order, so labels stay class_of_index(j)
+// and each regeneration stays class-balanced. How many extra blocks a round runs depends on the
+// rank count and on the acceptance seen so far, but which candidates fill the pool does not: the
+// result is the same for any rank count or block-to-rank assignment.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,11 @@ std::int64_t candidates_of_class(std::int64_t first, std::int64_t n, std::int64_
 // The accepted rows of a teacher-labelled candidate block starting at `first`,
 // with their candidate indices in source_index.
 io::Shard accept_confident(const io::Shard& candidates, std::int64_t first, double tau);
+
+// Rows `keep` (positions, int64) of a candidate block starting at `first`, or of rows
+// an earlier filter kept: their candidate indices in source_index (first + position
+// when the rows have none yet). Filters compose through it (Note [Confidence filter]).
+io::Shard take_rows(const io::Shard& rows, const at::Tensor& keep, std::int64_t first);
 
 class CandidateSet {
  public:
