@@ -30,6 +30,7 @@ namespace kr::steps {
 namespace {
 
 constexpr std::uint64_t kTrainReferenceTag = 0x61756469745f7472;  // "audit_tr"
+constexpr std::uint64_t kHoldoutTag = 0x61756469745f686f;         // "audit_ho"
 
 struct AuditOptions {
   std::string pool;
@@ -166,15 +167,16 @@ SpaceResult search_space(comm::Communicator& comm, const at::Tensor& mine, std::
 
 // Rank 0. The strip of the `count` closest pairs of a space: rows of (sample | nearest
 // train | nearest holdout).
-void write_strip(const std::string& path, const AuditSource& source, const data::Dataset& dataset,
-                 const privacy::SpaceAudit& audit, std::int64_t count) {
+void write_strip(const std::string& path, const AuditSource& source, const data::ImageSet& train,
+                 const data::ImageSet& holdout, const privacy::SpaceAudit& audit,
+                 std::int64_t count) {
   const auto rows = privacy::closest_samples(audit, count);
   if (rows.empty()) return;
   std::vector<at::Tensor> images;
   for (const auto i : rows) {
     images.push_back(source.read(i, 1).images);
-    images.push_back(dataset.train.images.narrow(0, audit.train_index[i].item<std::int64_t>(), 1));
-    images.push_back(dataset.test.images.narrow(0, audit.holdout_index[i].item<std::int64_t>(), 1));
+    images.push_back(train.images.narrow(0, audit.train_index[i].item<std::int64_t>(), 1));
+    images.push_back(holdout.images.narrow(0, audit.holdout_index[i].item<std::int64_t>(), 1));
   }
   io::write_png(path, io::make_grid(torch::cat(images, 0), 3));
 }
@@ -182,27 +184,29 @@ void write_strip(const std::string& path, const AuditSource& source, const data:
 Json closest_rows(const privacy::SpaceAudit& audit, const at::Tensor& labels, std::int64_t count) {
   Json rows = Json::array();
   for (const auto i : privacy::closest_samples(audit, count))
-    rows.push_back(Json{{"sample", i},
-                        {"class", labels[i].item<std::int64_t>()},
-                        {"train_index", audit.train_index[i].item<std::int64_t>()},
-                        {"train_distance", audit.train_distance[i].item<double>()},
-                        {"normalised", audit.normalised[i].item<double>()},
-                        {"holdout_index", audit.holdout_index[i].item<std::int64_t>()},
-                        {"holdout_distance", audit.holdout_distance[i].item<double>()}});
+    rows.push_back(
+        Json{{"sample", i},
+             {"class", labels[i].item<std::int64_t>()},
+             {"train_index", audit.train_index[i].item<std::int64_t>()},
+             {"train_distance", audit.train_distance[i].item<double>()},
+             {"normalised", audit.normalised[i].item<double>()},
+             {"holdout_index", audit.holdout_index[i].item<std::int64_t>()},  // of the holdout
+             {"holdout_distance", audit.holdout_distance[i].item<double>()}});
   return rows;
 }
 
 // Rank 0. One space's figures, its closest pairs and strip, logged.
 Json space_summary(const SpaceResult& result, const at::Tensor& labels, const AuditSource& source,
-                   const data::Dataset& dataset, const privacy::AuditSettings& settings,
-                   std::int64_t strip_rows, const std::string& out, const std::string& name) {
+                   const data::Dataset& dataset, const data::ImageSet& holdout,
+                   const privacy::AuditSettings& settings, std::int64_t strip_rows,
+                   const std::string& out, const std::string& name) {
   const std::string space = privacy::distance_name(result.distance);
   const auto& audit = result.audit;
   auto summary = privacy::summarize_space(audit, labels, dataset.info.classes, settings);
   summary["closest"] = closest_rows(audit, labels, strip_rows);
   if (strip_rows > 0) {
     const std::string strip = out + "/closest_" + space + ".png";
-    write_strip(strip, source, dataset, audit, strip_rows);
+    write_strip(strip, source, dataset.train, holdout, audit, strip_rows);
     summary["strip"] = strip;
   }
   summary["timing"] = result.timing;
@@ -234,11 +238,17 @@ int run_audit(Context& context, const AuditOptions& options) {
   if (options.teacher != "none" &&
       (!options.teacher.empty() || path_exists(teacher_dir + "/model.json")))
     teacher = load_classifier(teacher_dir, dataset.info.channels, dataset.info.classes);
-  const std::int64_t holdout_size = dataset.test.size();
-  if (holdout_size == 0 || holdout_size > dataset.train.size())
-    throw Error(data_path + ": the holdout (test, " + std::to_string(holdout_size) +
-                " images) must be non-empty and no larger than train (" +
-                std::to_string(dataset.train.size()) + ")");
+  // The holdout and the train reference are equally large: all of test, or a keyed subset
+  // of it as large as train when train is the smaller.
+  if (dataset.test.size() == 0) throw Error(data_path + ": no test images for the holdout");
+  const std::int64_t holdout_size = std::min(dataset.test.size(), dataset.train.size());
+  const auto seed = context.get<std::uint64_t>("seed");
+  const auto holdout_rows =
+      holdout_size == dataset.test.size()
+          ? std::vector<std::int64_t>{}
+          : privacy::keyed_subset(dataset.test.size(), holdout_size, seed, kHoldoutTag);
+  const data::ImageSet holdout =
+      holdout_rows.empty() ? dataset.test : data::take(dataset.test, holdout_rows);
   privacy::AuditSettings settings;  // the search's settings, checked against the data
   settings.alpha = options.alpha;
   settings.neighbours = options.neighbours;
@@ -247,7 +257,6 @@ int run_audit(Context& context, const AuditOptions& options) {
   if (settings.neighbours > dataset.train.size())
     throw UsageError("--neighbours " + std::to_string(settings.neighbours) +
                      " is more than the train set's " + std::to_string(dataset.train.size()));
-  const auto seed = context.get<std::uint64_t>("seed");
   const auto subset =
       privacy::keyed_subset(dataset.train.size(), holdout_size, seed, kTrainReferenceTag);
   const auto subset_index = torch::tensor(subset, torch::kInt64);
@@ -262,15 +271,15 @@ int run_audit(Context& context, const AuditOptions& options) {
   const auto labels =
       context.comm.gather_rows({mine.labels}, {range.begin}, source.total, {}, torch::kInt64);
   std::vector<SpaceResult> results;
-  results.push_back(search_space(context.comm, pixel_rows(mine.images), range.begin, source.total,
-                                 make_reference(pixel_rows(dataset.train.images),
-                                                pixel_rows(dataset.test.images), subset_index),
-                                 privacy::Distance::l2, settings));
+  results.push_back(search_space(
+      context.comm, pixel_rows(mine.images), range.begin, source.total,
+      make_reference(pixel_rows(dataset.train.images), pixel_rows(holdout.images), subset_index),
+      privacy::Distance::l2, settings));
   if (teacher) {
     const auto view = teacher->view();
     const auto features_start = Clock::now();
     auto reference = make_reference(feature_rows(context.comm, view, dataset.train),
-                                    feature_rows(context.comm, view, dataset.test), subset_index);
+                                    feature_rows(context.comm, view, holdout), subset_index);
     const auto queries = local_feature_rows(view, mine.images, reference.train.size(1));
     const double feature_seconds = seconds_since(features_start);
     results.push_back(search_space(context.comm, queries, range.begin, source.total, reference,
@@ -282,8 +291,8 @@ int run_audit(Context& context, const AuditOptions& options) {
     make_dirs(out);
     Json spaces = Json::object();
     for (const auto& result : results)
-      spaces[privacy::distance_name(result.distance)] =
-          space_summary(result, labels, source, dataset, settings, options.strip, out, name);
+      spaces[privacy::distance_name(result.distance)] = space_summary(
+          result, labels, source, dataset, holdout, settings, options.strip, out, name);
     const Json results{
         {"step", "audit"},
         {"name", name},
@@ -293,6 +302,9 @@ int run_audit(Context& context, const AuditOptions& options) {
         {"train", dataset.train.size()},
         {"holdout", "test"},
         {"holdout_size", holdout_size},
+        {"holdout_rows", holdout_rows.empty()
+                             ? Json("all of test")
+                             : Json("a keyed random subset of test, as large as train")},
         {"train_reference_size", holdout_size},
         {"train_reference", "a keyed random subset of train (seed " + std::to_string(seed) +
                                 "), as large as the holdout"},

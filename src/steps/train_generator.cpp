@@ -16,6 +16,7 @@
 #include "kr/gen/update.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/png.hpp"
+#include "kr/io/shard.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/report/results.hpp"
@@ -33,6 +34,8 @@ constexpr std::uint64_t kGridSeed = 20240601;  // fixed: successive grids show t
 
 struct GeneratorOptions {
   std::string data;
+  std::string data_pool;
+  std::int64_t data_pool_size = 0;
   std::string teacher;
   std::string out;
   std::string model;
@@ -63,6 +66,8 @@ void add_generator_options(OptionTable& table, GeneratorOptions& options) {
   // clang-format off
   table
       ("data", &options.data, "", "prepared data set (default: <workdir>/data/data.h5)").operational()
+      ("data-pool", &options.data_pool, "", "train on this synthetic pool's images and labels instead of the real train split (Privacy Distillation's generator 2); val, the teacher and the shape still come from --data")
+      ("data-pool-size", &options.data_pool_size, 0, "--data-pool rows trained on, its first (0: one regeneration of it)").at_least(0)
       ("teacher", &options.teacher, "", "trained teacher run for quality measures (default: <workdir>/teacher; 'none' to skip)")
       ("out", &options.out, "", "run directory (default: <workdir>/generator)").operational()
       ("model", &options.model, "gan", "gan or ddpm")
@@ -222,7 +227,7 @@ std::int64_t discriminator_parameters(GeneratorTask& task) {
 Json generator_results(const Context& context, const gen::GeneratorSpec& spec, GeneratorTask& task,
                        const data::Dataset& dataset, const train::TrainerOptions& trainer,
                        const train::TrainOutcome& outcome, const Json& quality,
-                       const std::string& run_dir) {
+                       const std::string& run_dir, const std::string& trained_on) {
   return Json{{"step", "train-generator"},
               {"model", spec.model},
               {"spec", spec.to_json()},
@@ -230,6 +235,7 @@ Json generator_results(const Context& context, const gen::GeneratorSpec& spec, G
               {"discriminator_parameters", discriminator_parameters(task)},
               {"dataset", dataset.info.name},
               {"train_images", dataset.train.size()},
+              {"trained_on", trained_on},
               {"epochs", trainer.epochs},
               {"best_epoch", outcome.best.value("epoch", 0)},
               {"quality", quality},
@@ -242,13 +248,41 @@ Json generator_results(const Context& context, const gen::GeneratorSpec& spec, G
               {"history", outcome.history}};
 }
 
+// --data-pool: the pool's first rows in place of the real train split (every rank reads
+// them, as it reads the real split); "" when training on real data, else the pool's
+// settings hash (part of the run's identity).
+std::string use_data_pool(const GeneratorOptions& options, data::Dataset& dataset) {
+  if (options.data_pool.empty()) return "";
+  const auto pool = io::SyntheticPool::open(options.data_pool);
+  const auto& info = dataset.info;
+  const auto shape = pool.manifest().value("shape", Json::array());
+  if (shape != Json{info.channels, info.height, info.width} || pool.classes() != info.classes)
+    throw UsageError("--data-pool " + options.data_pool + " holds " +
+                     std::to_string(pool.classes()) + " classes of shape " + shape.dump() +
+                     "; the data set " + std::to_string(info.classes) + " classes of " +
+                     std::to_string(info.channels) + "x" + std::to_string(info.height) + "x" +
+                     std::to_string(info.width));
+  std::int64_t rows = options.data_pool_size;
+  if (rows <= 0)
+    rows = pool.manifest()
+               .value("settings", Json::object())
+               .value("count_per_regeneration", pool.size());
+  if (rows > pool.size())
+    throw UsageError("--data-pool-size " + std::to_string(rows) + " is more than the " +
+                     std::to_string(pool.size()) + " rows of " + options.data_pool);
+  dataset.train = pool.read(0, rows);
+  return pool.manifest().value("settings_hash", std::string("unhashed"));
+}
+
 int run_train_generator(Context& context, const GeneratorOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string run_dir = context.under_workdir(options.out, "generator");
   data::Dataset dataset = io::read_dataset(data_path);
+  const std::string pool_hash = use_data_pool(options, dataset);
   const auto spec = spec_from(options, dataset.info);
   RunRecord& record = open_record(context, run_dir);
   record.add_input("data", data_path);
+  if (!pool_hash.empty()) record.add_input("data_pool", options.data_pool + "/manifest.json");
   log::open_jsonl(run_dir);
 
   std::optional<LoadedClassifier> teacher;
@@ -267,7 +301,7 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   const auto trainer = trainer_options(context, options.training, run_dir, "train-generator");
   const std::string hash =
       config_hash(context, {"teacher", "eval-samples", "final-samples", "grid-per-class"}) + "-" +
-      dataset.info.source_sha256.substr(0, 8);
+      dataset.info.source_sha256.substr(0, 8) + (pool_hash.empty() ? "" : "-pool-" + pool_hash);
   train::CheckpointManager checkpoints(context.comm, trainer.checkpoint_dir, trainer.keep,
                                        run_identity(context, hash), context.config);
   const std::int64_t g_params = nn::parameter_count(task.update().ema());
@@ -275,7 +309,8 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   log::info("train-generator: " + spec.model + " (" + std::to_string(g_params) +
             " sampling parameters" +
             (spec.model == "gan" ? ", discriminator " + std::to_string(d_params) : std::string()) +
-            ") on " + std::to_string(dataset.train.size()) + " images, " +
+            ") on " + std::to_string(dataset.train.size()) +
+            (pool_hash.empty() ? " real" : " synthetic (" + options.data_pool + ")") + " images, " +
             std::to_string(context.comm.size()) + " rank(s) x " +
             std::to_string(context.threads.intra_op) + " thread(s), batch " +
             std::to_string(trainer.global_batch));
@@ -302,7 +337,8 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
     nn::save_module(task.update().ema(), run_dir + "/ema.pt");
     io::write_png(run_dir + "/samples.png", grid);
     Json results =
-        generator_results(context, spec, task, dataset, trainer, outcome, quality, run_dir);
+        generator_results(context, spec, task, dataset, trainer, outcome, quality, run_dir,
+                          options.data_pool.empty() ? "real train" : options.data_pool);
     // results/generator.json for the default run directory; results/<name>.json for another.
     const std::string name = std::filesystem::path(run_dir).filename().string();
     results["cost_split"] = record.cost_split();

@@ -290,6 +290,29 @@ cmp -s "$WORK/scale/scaling.csv" "$WORK/scale-first.csv" || fail "--reuse change
 pass "tools/scaling: strong and weak, CSV and PNG"
 
 # The same pipeline on a 3x32x32, 100-class fixture (RGB benchmarks).
+# jobs/privacy-distillation.pipeline on the same workdir: kr run skips the complete data,
+# teacher, generator 1, pool and student, then makes the filtered pool, generator 2 (on it
+# only), pool 2, its student and the four audits.
+"${MPIRUN[@]}" -n 2 "$KR" run --pipeline privacy-distillation --config "$ROOT/configs/tiny.ini" \
+  --workdir "$W" > "$WORK/pd.log" 2>&1 || { tail -40 "$WORK/pd.log"; fail "privacy-distillation pipeline failed"; }
+"$PY" - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+r = lambda n: json.load(open(f"{w}/results/{n}.json"))
+g2 = r("generator2")
+assert g2["trained_on"] == f"{w}/pool-reid" and g2["train_images"] == r("generate")["count_per_regeneration"], g2["trained_on"]
+assert json.load(open(f"{w}/pool-reid/manifest.json"))["settings"]["reid_filter"]["percentile"] == 5
+assert json.load(open(f"{w}/pool2/manifest.json"))["settings"]["generator_sha256"] != \
+       json.load(open(f"{w}/pool/manifest.json"))["settings"]["generator_sha256"]
+assert 0 < r("distill-generator2")["test_accuracy"] <= 1
+for name in ("pool", "pool-reid", "pool2", "real-val"):
+    a = r("audit-" + name)
+    assert set(a["spaces"]) == {"pixels_l2", "features_cosine"}, name
+report = json.load(open(f"{w}/results/report.json"))["runs"][0]
+assert "audit_pool2" in report and "audit_real-val" in report, report.keys()
+PY
+pass "privacy-distillation pipeline: filtered pool, generator 2 on it only, its pool and student, four audits"
+
 make_tiny_cifar100 "$WORK/cifar"
 sed "s|^\[prepare\]|[prepare]\nsource = $WORK/cifar\nval-size = 200|" "$ROOT/configs/tiny.ini" > "$WORK/tiny-rgb.ini"
 "$ROOT/tools/run-pipeline" --ranks 2 --config "$WORK/tiny-rgb.ini" --workdir "$WORK/rgb" --kr "$KR" \
