@@ -55,15 +55,15 @@ void add_audit_options(OptionTable& table, AuditOptions& options) {
       ("real-split", &options.real_split, "", "audit real images of this split instead of a pool: val (the reference row: images that are neither train nor holdout) or train")
       ("data", &options.data, "", "prepared data set: train is the train set, test the holdout (default: <workdir>/data/data.h5)")
       ("teacher", &options.teacher, "", "classifier whose penultimate features are the feature space (default: <workdir>/teacher if present; 'none': pixels only)")
-      ("name", &options.name, "", "the audit's name: results/audit-<name>.json (default: the pool directory's name, or the real split's)").operational()
+      ("name", &options.name, "", "the audit's name: results/audit-<name>.json (default: the pool directory's name, or the real split's)")
       ("out", &options.out, "", "directory of the run record and the closest-pair strips (default: <workdir>/audit/<name>)").operational()
       ("samples", &options.samples, 0, "samples audited, the pool's first ones (0: one regeneration of the pool, or the whole real split)").at_least(0)
       ("alpha", &options.alpha, 0.5, "Carlini et al.'s alpha: the normalised distance is d(nearest) / (alpha * mean distance to the --neighbours nearest)").range(1e-6, 1e6)
       ("neighbours", &options.neighbours, 50, "Carlini et al.'s n").at_least(1)
       ("threshold", &options.threshold, 1.0 / 3.0, "normalised distance under which a sample is counted as a (near-)copy").range(0, 1e6)
       ("strip", &options.strip, 12, "closest pairs shown per space (synthetic | nearest train | nearest holdout)").at_least(0)
-      ("query-block", &options.query_block, 1024, "samples per screening block").at_least(1).operational()
-      ("reference-block", &options.reference_block, 8192, "real images per screening block").at_least(1).operational();
+      ("query-block", &options.query_block, 1024, "samples per screening block").at_least(1)
+      ("reference-block", &options.reference_block, 8192, "real images per screening block").at_least(1);
   // clang-format on
 }
 
