@@ -41,14 +41,6 @@ double quantile_of(const at::Tensor& sorted, double p) {
   return a + (position - static_cast<double>(low)) * (b - a);
 }
 
-// Quantiles of `values` at `levels`, linear between order statistics.
-std::vector<double> quantiles(const at::Tensor& values, const std::vector<double>& levels) {
-  const auto sorted = std::get<0>(values.to(torch::kFloat64).sort());
-  std::vector<double> out;
-  for (const double p : levels) out.push_back(quantile_of(sorted, p));
-  return out;
-}
-
 // 1 where the train reference is nearer, 0.5 on a tie, 0 where the holdout is.
 at::Tensor closer_to_train(const SpaceAudit& audit) {
   return audit.subset_distance.lt(audit.holdout_distance).to(torch::kFloat64) +
@@ -56,6 +48,13 @@ at::Tensor closer_to_train(const SpaceAudit& audit) {
 }
 
 }  // namespace
+
+std::vector<double> quantiles(const at::Tensor& values, const std::vector<double>& levels) {
+  const auto sorted = std::get<0>(values.to(torch::kFloat64).sort());
+  std::vector<double> out;
+  for (const double p : levels) out.push_back(quantile_of(sorted, p));
+  return out;
+}
 
 const char* distance_name(Distance distance) {
   return distance == Distance::l2 ? "pixels_l2" : "features_cosine";

@@ -9,6 +9,24 @@
 
 namespace kr::steps {
 
+io::SyntheticPool open_matching_pool(const std::string& pool_dir, const data::DatasetInfo& info,
+                                     const std::string& data_path) {
+  auto pool = io::SyntheticPool::open(pool_dir);
+  const auto shape = pool.manifest().value("shape", Json::array());
+  if (pool.classes() != info.classes || shape != Json{info.channels, info.height, info.width})
+    throw Error(pool_dir + ": pool images or classes do not match " + data_path +
+                " (pool: " + std::to_string(pool.classes()) + " classes of " + shape.dump() +
+                "; data: " + std::to_string(info.classes) + " classes of " +
+                std::to_string(info.channels) + "x" + std::to_string(info.height) + "x" +
+                std::to_string(info.width) + ")");
+  return pool;
+}
+
+std::int64_t regeneration_rows(const io::SyntheticPool& pool) {
+  const Json settings = pool.manifest().value("settings", Json::object());
+  return std::min(settings.value("count_per_regeneration", pool.size()), pool.size());
+}
+
 gen::ClassifierView LoadedClassifier::view() const {
   const nn::InferenceResNet network = fast;  // shares the folded weights
   return gen::ClassifierView{

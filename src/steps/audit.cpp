@@ -83,7 +83,7 @@ struct AuditSource {
 };
 
 AuditSource audit_source(const Context& context, const AuditOptions& options,
-                         const data::Dataset& dataset) {
+                         const data::Dataset& dataset, const std::string& data_path) {
   AuditSource source;
   if (!options.real_split.empty()) {
     if (!options.pool.empty()) throw UsageError("--pool and --real-split exclude each other");
@@ -100,17 +100,8 @@ AuditSource audit_source(const Context& context, const AuditOptions& options,
   } else {
     source.kind = "pool";
     source.path = context.under_workdir(options.pool, "pool");
-    source.pool = io::SyntheticPool::open(source.path);
-    const auto& info = dataset.info;
-    const auto shape = source.pool->manifest().value("shape", Json::array());
-    if (shape != Json{info.channels, info.height, info.width})
-      throw UsageError("pool " + source.path + " holds images of shape " + shape.dump() +
-                       ", the data set " + std::to_string(info.channels) + "x" +
-                       std::to_string(info.height) + "x" + std::to_string(info.width));
-    // One regeneration: the synthetic training set of one student epoch.
-    const Json settings = source.pool->manifest().value("settings", Json::object());
-    source.total = settings.value("count_per_regeneration", source.pool->size());
-    source.total = std::min(source.total, source.pool->size());
+    source.pool = open_matching_pool(source.path, dataset.info, data_path);
+    source.total = regeneration_rows(*source.pool);  // one student epoch's synthetic set
   }
   if (options.samples > 0) {
     if (options.samples > source.total && source.kind == "real")
@@ -228,7 +219,7 @@ int run_audit(Context& context, const AuditOptions& options) {
   const auto start = Clock::now();
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const auto dataset = io::read_dataset(data_path);
-  const auto source = audit_source(context, options, dataset);
+  const auto source = audit_source(context, options, dataset, data_path);
   const std::string name = options.name.empty() ? default_name(source) : options.name;
   if (name.find('/') != std::string::npos || name.empty() || name[0] == '.')
     throw UsageError("--name must be a plain file name part, got '" + name + "'");

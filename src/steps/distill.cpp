@@ -344,11 +344,7 @@ int run_distill(Context& context, const DistillOptions& options) {
   const std::int64_t real_train_size = dataset.train.size();
   dataset.train = data::ImageSet{};  // the student never sees a real training image
   auto teacher = load_classifier(teacher_dir, dataset.info.channels, dataset.info.classes);
-  auto pool = io::SyntheticPool::open(pool_dir);
-  const auto& shape = pool.manifest().at("shape");
-  if (pool.classes() != dataset.info.classes || shape.at(0) != dataset.info.channels ||
-      shape.at(1) != dataset.info.height || shape.at(2) != dataset.info.width)
-    throw Error(pool_dir + ": pool images or classes do not match " + data_path);
+  auto pool = open_matching_pool(pool_dir, dataset.info, data_path);
   const auto plan = plan_epochs(options, pool, real_train_size, pool_dir);
   std::optional<gen::LoadedGenerator> generator;
   const auto sampler = online_sampler(context, options, pool, pool_dir, plan, generator);

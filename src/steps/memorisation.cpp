@@ -51,15 +51,9 @@ ReidFilter::ReidFilter(comm::Communicator& comm, const data::Dataset& dataset,
   dims_ = train_.size(1);
   // Every rank computes the same val distances: the threshold is identical everywhere.
   const auto nearest = privacy::nearest_neighbours(val, train_, 1, space_).distance.select(1, 0);
-  const auto sorted = std::get<0>(nearest.sort());
-  const double position = percentile_ / 100.0 * static_cast<double>(sorted.size(0) - 1);
-  const auto low = static_cast<std::int64_t>(position);
-  const auto high = std::min<std::int64_t>(sorted.size(0) - 1, low + 1);
-  threshold_ =
-      sorted[low].item<double>() + (position - static_cast<double>(low)) *
-                                       (sorted[high].item<double>() - sorted[low].item<double>());
-  val_quantiles_ = Json{{"p05", sorted[sorted.size(0) / 20].item<double>()},
-                        {"p50", sorted[sorted.size(0) / 2].item<double>()}};
+  const auto at = privacy::quantiles(nearest, {percentile_ / 100.0, 0.05, 0.5});
+  threshold_ = at[0];
+  val_quantiles_ = Json{{"p05", at[1]}, {"p50", at[2]}};
 }
 
 at::Tensor ReidFilter::rows(const at::Tensor& images) const {

@@ -251,22 +251,12 @@ Json generator_results(const Context& context, const gen::GeneratorSpec& spec, G
 // --data-pool: the pool's first rows in place of the real train split (every rank reads
 // them, as it reads the real split); "" when training on real data, else the pool's
 // settings hash (part of the run's identity).
-std::string use_data_pool(const GeneratorOptions& options, data::Dataset& dataset) {
+std::string use_data_pool(const GeneratorOptions& options, data::Dataset& dataset,
+                          const std::string& data_path) {
   if (options.data_pool.empty()) return "";
-  const auto pool = io::SyntheticPool::open(options.data_pool);
-  const auto& info = dataset.info;
-  const auto shape = pool.manifest().value("shape", Json::array());
-  if (shape != Json{info.channels, info.height, info.width} || pool.classes() != info.classes)
-    throw UsageError("--data-pool " + options.data_pool + " holds " +
-                     std::to_string(pool.classes()) + " classes of shape " + shape.dump() +
-                     "; the data set " + std::to_string(info.classes) + " classes of " +
-                     std::to_string(info.channels) + "x" + std::to_string(info.height) + "x" +
-                     std::to_string(info.width));
-  std::int64_t rows = options.data_pool_size;
-  if (rows <= 0)
-    rows = pool.manifest()
-               .value("settings", Json::object())
-               .value("count_per_regeneration", pool.size());
+  const auto pool = open_matching_pool(options.data_pool, dataset.info, data_path);
+  const std::int64_t rows =
+      options.data_pool_size > 0 ? options.data_pool_size : regeneration_rows(pool);
   if (rows > pool.size())
     throw UsageError("--data-pool-size " + std::to_string(rows) + " is more than the " +
                      std::to_string(pool.size()) + " rows of " + options.data_pool);
@@ -278,7 +268,7 @@ int run_train_generator(Context& context, const GeneratorOptions& options) {
   const std::string data_path = context.under_workdir(options.data, "data/data.h5");
   const std::string run_dir = context.under_workdir(options.out, "generator");
   data::Dataset dataset = io::read_dataset(data_path);
-  const std::string pool_hash = use_data_pool(options, dataset);
+  const std::string pool_hash = use_data_pool(options, dataset, data_path);
   const auto spec = spec_from(options, dataset.info);
   RunRecord& record = open_record(context, run_dir);
   record.add_input("data", data_path);

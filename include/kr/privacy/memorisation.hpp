@@ -102,6 +102,10 @@ SpaceAudit audit_space_gathered(comm::Communicator& comm, const at::Tensor& mine
                                 const AuditReference& reference, Distance distance,
                                 const AuditSettings& settings, double* seconds = nullptr);
 
+// Quantiles of `values` (1-D) at `levels` in [0, 1], linear between order statistics;
+// NaN for no values.
+std::vector<double> quantiles(const at::Tensor& values, const std::vector<double>& levels);
+
 // The measures of one space over every audited sample (labels: their classes).
 // closer_to_train_share, its per-class values, the distance quantiles of the three
 // searches, exact copies (distance 0), the normalised count under the threshold
