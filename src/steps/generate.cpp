@@ -57,7 +57,7 @@ void add_generate_options(OptionTable& table, GenerateOptions& options) {
       ("generator", &options.generator, "", "generator run or checkpoint (default: <workdir>/generator)")
       ("teacher", &options.teacher, "", "teacher run whose logits are stored (default: <workdir>/teacher if present; 'none' for none)")
       ("out", &options.out, "", "pool directory (default: <workdir>/pool)").operational()
-      ("count", &options.count, 0, "images per regeneration (0: the real train size)").at_least(0)
+      ("count", &options.count, 0, "images per regeneration (0: the real train size; with a filter, rounded up to a multiple of the classes)").at_least(0)
       ("per-class", &options.per_class, 0, "images per class per regeneration (overrides --count)").at_least(0)
       ("pool-epochs", &options.pool_epochs, 1, "disjoint regenerations held in the pool").at_least(1)
       ("block", &options.block, 2000, "global indices per shard (a multiple of --sample-batch)").at_least(1)
@@ -94,8 +94,15 @@ PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::
   plan.out = context.under_workdir(options.out, "pool");
   plan.count = options.count;
   if (options.per_class > 0) plan.count = options.per_class * spec.classes;
-  if (plan.count <= 0)
+  plan.tau = options.filter_tau;
+  plan.reid = reid;
+  plan.filtered = plan.tau > 0.0 || reid;
+  if (plan.count <= 0) {
     plan.count = io::read_dataset(context.under_workdir(options.data, "data/data.h5")).train.size();
+    // A filtered pool is class-balanced: as large as train, rounded up to a whole number
+    // of images per class (a membership run's members are rarely a multiple of K).
+    if (plan.filtered) plan.count = (plan.count + spec.classes - 1) / spec.classes * spec.classes;
+  }
   plan.pool_epochs = options.pool_epochs;
   plan.block = options.block;
   plan.sample_batch = options.sample_batch;
@@ -107,9 +114,6 @@ PoolPlan plan_pool(Context& context, const GenerateOptions& options, const gen::
                      ") must be a positive multiple of --sample-batch (" +
                      std::to_string(plan.sample_batch) + ")");
   plan.total = plan.count * plan.pool_epochs;
-  plan.tau = options.filter_tau;
-  plan.reid = reid;
-  plan.filtered = plan.tau > 0.0 || reid;
   if (plan.tau < 0.0 || plan.tau >= 1.0) throw UsageError("--filter-tau must be in [0, 1)");
   if (plan.filtered && !teacher)
     throw UsageError(
