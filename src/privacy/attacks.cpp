@@ -405,6 +405,25 @@ at::Tensor rmia_rows(const AttackInputs& inputs, const at::Tensor& p_label,
   return rmia;
 }
 
+// The attacks not refused, each checked finite; the texts to `notes`.
+Named kept_scores(Named scores, const Texts& refused, const Texts& how, const std::string& target,
+                  AttackNotes* notes) {
+  Named kept;
+  for (auto& [attack, values] : scores) {
+    bool skip = false;
+    for (const auto& item : refused) skip = skip || item.first == attack;
+    if (skip) continue;
+    for (std::int64_t j = 0; j < values.size(0); ++j)
+      check_finite(values[j], target + "/" + attack, j, "score");
+    kept.emplace_back(attack, values);
+  }
+  if (notes) {
+    notes->refused = refused;
+    notes->notes = how;
+  }
+  return kept;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
@@ -429,20 +448,39 @@ std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs
   if (!inputs.population_logits.empty())
     scores.emplace_back("rmia_offline", rmia_rows(inputs, p_label, keep_f, notes));
 
-  Named kept;
-  for (auto& [attack, values] : scores) {
-    bool skip = false;
-    for (const auto& item : refused) skip = skip || item.first == attack;
-    if (skip) continue;
-    for (std::int64_t j = 0; j < runs; ++j)
-      check_finite(values[j], inputs.target + "/" + attack, j, "score");
-    kept.emplace_back(attack, values);
+  return kept_scores(std::move(scores), refused, how, inputs.target, notes);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> distance_attack_scores(const at::Tensor& distances,
+                                                                       const at::Tensor& keep,
+                                                                       const std::string& target,
+                                                                       AttackNotes* notes) {
+  if (distances.dim() != 2 || keep.sizes() != distances.sizes())
+    throw Error(target + ": distances must be (runs, points) as the keep matrix is");
+  const auto runs = distances.size(0);
+  if (runs < 2) throw Error("membership inference needs at least 2 runs");
+  const auto d = distances.to(torch::kFloat64);
+  for (std::int64_t j = 0; j < runs; ++j) check_finite(d[j], target, j, "distance");
+  if (d.lt(0.0).any().item<bool>()) throw Error(target + ": a negative distance");
+  const auto keep_f = keep.to(torch::kBool).to(torch::kFloat64);
+  Texts refused, how;
+  // LiRA on -log d: one query, the distance floored so that an exact copy stays finite.
+  auto statistic = -torch::log(d.clamp_min(kDistanceFloor)).unsqueeze(1);  // (M, 1, P)
+  auto scores = lira_rows(statistic, keep_f, refused, how, notes);
+  scores.emplace_back("gan_leaks", -d);
+  auto calibrated = torch::zeros_like(d);
+  for (std::int64_t j = 0; j < runs; ++j) {
+    auto index = torch::tensor(all_but(runs, j), torch::kInt64);
+    auto out = 1.0 - keep_f.index_select(0, index);
+    if (out.sum(0).eq(0.0).any().item<bool>()) {
+      note_once(refused, "gan_leaks_calibrated",
+                "a point has no OUT reference generator among the other runs");
+      break;
+    }
+    calibrated[j] = (d.index_select(0, index) * out).sum(0) / out.sum(0) - d[j];
   }
-  if (notes) {
-    notes->refused = refused;
-    notes->notes = how;
-  }
-  return kept;
+  scores.emplace_back("gan_leaks_calibrated", calibrated);
+  return kept_scores(std::move(scores), refused, how, target, notes);
 }
 
 namespace {

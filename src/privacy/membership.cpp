@@ -253,24 +253,44 @@ std::string attack_csv_row(const std::string& target, const std::string& attack,
   return row;
 }
 
-TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
-                         int bootstrap, std::uint64_t seed) {
+namespace {
+
+// Every attack's scores summarised, with what attack_scores or distance_attack_scores noted.
+TargetAudit summarize_target(const std::string& target,
+                             const std::vector<std::pair<std::string, at::Tensor>>& all,
+                             const AttackNotes& notes, const at::Tensor& keep, double accuracy,
+                             int bootstrap, std::uint64_t seed) {
   TargetAudit audit;
-  AttackInputs named = inputs;
-  named.target = target;
-  AttackNotes notes;
-  const auto all = attack_scores(named, &notes);
   for (const auto& [attack, why] : notes.refused) audit.refused[attack] = why;
   for (const auto& [attack, how] : notes.notes) audit.notes[attack] = how;
   audit.online_shadows = notes.online_shadows;
   audit.rmia_a = notes.rmia_a;
   for (const auto& [attack, scores] : all) {
     audit.raw.emplace_back(attack, scores);
-    audit.attacks[attack] = summarize_attack(scores, inputs.keep, accuracy, bootstrap, seed);
+    audit.attacks[attack] = summarize_attack(scores, keep, accuracy, bootstrap, seed);
     audit.scores.push_back({target + "/" + attack, scores.to(torch::kFloat32).contiguous()});
     audit.csv += attack_csv_row(target, attack, audit.attacks[attack], accuracy);
   }
   return audit;
+}
+
+}  // namespace
+
+TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
+                         int bootstrap, std::uint64_t seed) {
+  AttackInputs named = inputs;
+  named.target = target;
+  AttackNotes notes;
+  const auto all = attack_scores(named, &notes);
+  return summarize_target(target, all, notes, inputs.keep, accuracy, bootstrap, seed);
+}
+
+TargetAudit audit_generator_target(const std::string& target, const at::Tensor& distances,
+                                   const at::Tensor& keep, double accuracy, int bootstrap,
+                                   std::uint64_t seed) {
+  AttackNotes notes;
+  const auto all = distance_attack_scores(distances, keep, target, &notes);
+  return summarize_target(target, all, notes, keep, accuracy, bootstrap, seed);
 }
 
 }  // namespace kr::privacy

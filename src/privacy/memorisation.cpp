@@ -66,6 +66,28 @@ at::Tensor search_rows(const at::Tensor& rows, Distance distance) {
   return flat.to(torch::kFloat32).contiguous();
 }
 
+at::Tensor nearest_same_class(const at::Tensor& queries, const at::Tensor& query_labels,
+                              const at::Tensor& reference, const at::Tensor& reference_labels,
+                              Distance distance, SearchBlocks blocks) {
+  if (query_labels.size(0) != queries.size(0) || reference_labels.size(0) != reference.size(0))
+    throw Error("nearest_same_class: one label per row is needed");
+  auto out = torch::empty({queries.size(0)}, torch::kFloat64);
+  const auto q_labels = query_labels.to(torch::kInt64);
+  const auto r_labels = reference_labels.to(torch::kInt64);
+  const std::int64_t top = queries.size(0) ? q_labels.max().item<std::int64_t>() : -1;
+  for (std::int64_t c = 0; c <= top; ++c) {
+    const auto mine = q_labels.eq(c).nonzero().squeeze(1);
+    if (mine.size(0) == 0) continue;
+    const auto theirs = r_labels.eq(c).nonzero().squeeze(1);
+    if (theirs.size(0) == 0)
+      throw Error("nearest_same_class: no reference row of class " + std::to_string(c));
+    const auto found = nearest_neighbours(queries.index_select(0, mine),
+                                          reference.index_select(0, theirs), 1, distance, blocks);
+    out.index_copy_(0, mine, found.distance.select(1, 0).contiguous());
+  }
+  return out;
+}
+
 double screen_flops(std::int64_t queries, std::int64_t reference, std::int64_t dims) {
   return 2.0 * static_cast<double>(queries) * static_cast<double>(reference) *
          static_cast<double>(dims);

@@ -60,7 +60,8 @@ Json summarize_run(const RunResults& run) {
                {"generator", get(run.generator, "model")},
                {"generator_quality", get(run.generator, "quality")},
                {"pool_size", get(run.generate, "total")}};
-  for (const std::string target : {"teacher", "teacher_reg", "student", "student_hard"}) {
+  for (const std::string target : {"teacher", "teacher_reg", "student", "student_hard", "student2",
+                                   "generator", "generator2"}) {
     const auto attack = lira(run, target);
     if (attack.is_null()) continue;
     summary["mia_" + target] = Json{
@@ -169,7 +170,7 @@ void membership_section(std::ostringstream& html, const RunResults& run) {
             "<th>AUC</th><th>95 % CI</th></tr>";
     for (const auto& pair : run.mia.at("paired").items())
       for (const auto& attack : pair.value().items()) {
-        if (attack.key().rfind("lira_", 0) != 0) continue;
+        if (attack.key().rfind("lira_", 0) != 0 && attack.key() != "gan_leaks_calibrated") continue;
         const auto& d = attack.value();
         const auto cell = [&](const std::string& key) {
           const bool excludes = d.value(key + "_95_excludes_0", false);

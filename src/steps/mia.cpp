@@ -21,12 +21,15 @@
 #include "kr/core/log.hpp"
 #include "kr/core/sha256.hpp"
 #include "kr/core/strings.hpp"
+#include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/h5.hpp"
 #include "kr/privacy/membership.hpp"
+#include "kr/privacy/memorisation.hpp"
 #include "kr/privacy/tckr.hpp"
 #include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
+#include "kr/steps/memorisation.hpp"
 #include "kr/steps/pipeline.hpp"
 #include "kr/steps/root_only.hpp"
 #include "kr/steps/run_record.hpp"
@@ -51,6 +54,7 @@ struct MiaOptions {
   std::int64_t population = 1000;
   std::int64_t query_shift = 1;
   std::int64_t run_test = 2000;
+  std::int64_t generator_samples = 10000;
   std::int64_t train_run = -1;
   double rmia_a = -1;
   int bootstrap = 200;
@@ -77,6 +81,7 @@ void add_mia_options(OptionTable& table, MiaOptions& options) {
       ("hard-control", &options.hard_control, "also train a hard-label student per run (the control of Jagielski et al. 2023)")
       ("population", &options.population, 1000, "RMIA's population: a random, class-stratified sample of the train images outside the pool (no run trained on them; val when train has too few)").at_least(1)
       ("train-run", &options.train_run, -1, "train membership run J only and stop (no scoring): one run per Slurm array task (slurm/submit --mia-array); a later kr mia without it scores the complete runs").at_least(-1)
+      ("generator-samples", &options.generator_samples, 10000, "n: images sampled (class-balanced) from each generator a run trains, for GAN-Leaks' black-box membership score of a real image, its distance to the nearest sample of its class (Note [Generator membership]); 0: generators not attacked").at_least(0)
       ("run-test", &options.run_test, 2000, "test images (random, stratified by class) each membership run is evaluated on: the accuracy shown beside its attack figures; the full split costs more than the audit at small sizes").at_least(1)
       ("query-shift", &options.query_shift, 1, "queries: every crop shift of up to this many pixels (as the training crop moves images), each also mirrored where the data allows flips: (2s+1)^2 x 2 queries, averaged per attack as LiRA does; 0: identity and mirror").range(0, 8)
       ("rmia-a", &options.rmia_a, -1.0, "RMIA's offline correction a in [0, 1]; -1: chosen for each target run from its reference runs as ML Privacy Meter does (Note [RMIA's a])").range(-1, 1)
@@ -126,11 +131,42 @@ struct Target {
 };
 
 const std::vector<Target>& all_targets() {
-  static const std::vector<Target> targets = {{"teacher", "teacher", "teacher"},
-                                              {"teacher_reg", "teacher-reg", "teacher-reg"},
-                                              {"student", "student", "distill"},
-                                              {"student_hard", "student-hard", "distill-hard"}};
+  static const std::vector<Target> targets = {
+      {"teacher", "teacher", "teacher"},
+      {"teacher_reg", "teacher-reg", "teacher-reg"},
+      {"student", "student", "distill"},
+      {"student_hard", "student-hard", "distill-hard"},
+      {"student2", "student2", "distill-generator2"}};  // jobs/privacy-distillation.pipeline
   return targets;
+}
+
+// The generators a run may train (Note [Generator membership]), each beside the student
+// trained on its pool (whose accuracy stands beside its attack figures).
+struct GeneratorTarget {
+  std::string name;       // generator, generator2
+  std::string directory;  // run-relative
+  std::string student;    // a Target name
+};
+
+const std::vector<GeneratorTarget>& generator_targets() {
+  static const std::vector<GeneratorTarget> targets = {
+      {"generator", "generator", "student"},
+      {"generator2", "generator2", "student2"}};  // jobs/privacy-distillation.pipeline
+  return targets;
+}
+
+// "<name>_distance" in a run's logits.h5: (P) float32, each pool point's distance to the
+// nearest of n class-balanced samples of the generator of its class (pixels, L2).
+at::Tensor generator_distances(const std::string& directory, const data::ImageSet& pool,
+                               std::int64_t samples, std::uint64_t seed) {
+  auto loaded = gen::load_generator(directory);
+  constexpr std::int64_t kBatch = 250;
+  const auto images = gen::sample_range(*loaded.sampler, 0, samples,
+                                        seed ^ 0x67616e6c65616b73ull /* "ganleaks" */, kBatch);
+  const auto labels = gen::classes_of_range(0, samples, loaded.spec.classes);
+  return privacy::nearest_same_class(pixel_rows(pool.images), pool.labels, pixel_rows(images),
+                                     labels, privacy::Distance::l2)
+      .to(torch::kFloat32);
 }
 
 // Writes <run_dir>/data/data.h5 once: train = `rows` of `source`, val as the data set's,
@@ -172,10 +208,13 @@ bool replay_run(Context& context, const MiaOptions& options, const std::string& 
     const auto epochs = generator && options.shadow_generator_epochs > 0
                             ? options.shadow_generator_epochs
                             : options.shadow_epochs;
-    if (epochs > 0)
-      step.options.insert(
-          step.options.end(),
-          {step.step == "generate" ? "--pool-epochs" : "--epochs", std::to_string(epochs)});
+    // A generate line that sets its own --pool-epochs keeps it (a pool made to train a
+    // generator on, not for the student's epochs).
+    const char* const epochs_option = step.step == "generate" ? "--pool-epochs" : "--epochs";
+    const bool own = step.step == "generate" && std::find(step.options.begin(), step.options.end(),
+                                                          epochs_option) != step.options.end();
+    if (epochs > 0 && !own)
+      step.options.insert(step.options.end(), {epochs_option, std::to_string(epochs)});
     if (generator && options.shadow_generator_batch > 0)
       step.options.insert(step.options.end(),
                           {"--batch", std::to_string(options.shadow_generator_batch)});
@@ -408,6 +447,22 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
         target.name,
         privacy::RunTarget{model.weights_sha256, test_accuracy(run_dir, target.results)});
   }
+  // Every generator it trained, attacked black-box from n of its samples; its record's
+  // accuracy is that of the student trained on its pool.
+  for (const auto& target : generator_targets()) {
+    const auto directory = run_dir + "/" + target.directory;
+    if (options.generator_samples == 0 || !path_exists(directory + "/model.json")) continue;
+    if (options.generator_samples < dataset.info.classes)
+      throw UsageError("--generator-samples must be 0 or at least one per class (" +
+                       std::to_string(dataset.info.classes) + ")");
+    logits.push_back(
+        {target.name + "_distance",
+         generator_distances(directory, audit.pool, options.generator_samples, record.seed)});
+    const auto* student = record.target(target.student);
+    record.targets.emplace_back(
+        target.name, privacy::RunTarget{sha256_file(directory + "/ema.pt"),
+                                        student ? student->test_accuracy : std::nan("")});
+  }
   privacy::write_tensors(run_dir + "/logits.h5", logits);
   if (path_exists(run_dir + "/generator/ema.pt"))
     record.generator_sha256 = sha256_file(run_dir + "/generator/ema.pt");
@@ -460,6 +515,14 @@ One group per attacked model kind (`teacher`, `teacher_reg`, `student`, `student
   was one of x's IN shadows in online LiRA, 2 an OUT shadow, 0 not used (equal numbers of IN
   and OUT shadows per point). Offline LiRA uses every OUT shadow i != j.
 
+One group per attacked generator (`generator`, and `generator2` for Privacy Distillation):
+- `distance` (M, P) float32: the L2 distance (pixels in [0, 1]) of pool point x to the
+  nearest of n class-balanced samples of run j's generator of x's class (results/mia.json
+  `targets.<generator>.samples` gives n). GAN-Leaks' score is -distance; the calibrated one
+  the mean distance under the OUT runs i != j minus run j's; LiRA fits -log max(d, 1e-6)
+  (one query).
+- `online_shadows` (M, M, P) uint8: as for the classifiers.
+
 Scores (Carlini et al. 2022): phi = z_y - logsumexp_{k != y} z_k in float64 per query;
 Gaussian fits per query; a score is the mean over queries of the per-query log-likelihood
 ratio (online) or log Phi((phi - mean_out) / std_out) (offline). Global variance: squared
@@ -470,15 +533,38 @@ the target of the other M - 1; the M x P scores are pooled for the ROC. TPR at F
 largest TPR over thresholds whose FPR <= f. tools/mia-recompute does all of this.
 )";
 
-// Rank 0: every attack on every target the runs trained; writes scores.h5 and export.h5
-// and returns the targets' figures (and their CSV rows in `csv`).
-Json score_lira(const MiaOptions& options, const LiraAudit& audit,
-                const std::vector<privacy::MembershipRun>& records, std::string& csv,
-                Json& paired) {
+// Every target's figures as score_lira gathers them.
+struct Scored {
   Json targets = Json::object();
   std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> raw;
-  std::vector<privacy::NamedTensor> scores{{"keep", audit.keep}};
+  std::vector<privacy::NamedTensor> scores;
   Export exported;
+  std::string* csv = nullptr;
+
+  // A target's audit added: its scores, raw scores, CSV rows, refusals logged.
+  void add(const std::string& name, const privacy::TargetAudit& result) {
+    scores.insert(scores.end(), result.scores.begin(), result.scores.end());
+    raw[name] = result.raw;
+    *csv += result.csv;
+    for (const auto& item : result.refused.items())
+      log::warn("mia: " + name + ": " + item.key() +
+                " not computed: " + item.value().get<std::string>());
+  }
+};
+
+// The test accuracy run j recorded for `name` (an Error naming its run.json when absent).
+double recorded_accuracy(const LiraAudit& audit, const std::vector<privacy::MembershipRun>& records,
+                         std::int64_t j, const std::string& name) {
+  const auto* recorded = records[static_cast<std::size_t>(j)].target(name);
+  if (!recorded)
+    throw Error(privacy::run_directory(audit.out, "run", j) + "/run.json: no record of the run's " +
+                name);
+  return recorded->test_accuracy;
+}
+
+// The classifiers, from their runs' logits.
+void score_classifiers(const MiaOptions& options, const LiraAudit& audit,
+                       const std::vector<privacy::MembershipRun>& records, Scored& scored) {
   for (const auto& target : all_targets()) {
     privacy::AttackInputs inputs;
     double accuracy_sum = 0;
@@ -489,11 +575,7 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
       inputs.logits.push_back(io::h5::read_tensor(file, target.name, torch::kFloat32, 3));
       inputs.population_logits.push_back(
           io::h5::read_tensor(file, target.name + "_population", torch::kFloat32, 3));
-      const auto* recorded = records[j].target(target.name);
-      if (!recorded)
-        throw Error(privacy::run_directory(audit.out, "run", j) +
-                    "/run.json: no record of the run's " + target.name);
-      accuracy_sum += recorded->test_accuracy;
+      accuracy_sum += recorded_accuracy(audit, records, j, target.name);
     }
     if (static_cast<std::int64_t>(inputs.logits.size()) != audit.runs) continue;
     inputs.labels = audit.pool.labels;
@@ -503,19 +585,65 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
     const double accuracy = accuracy_sum / audit.runs;
     auto result =
         privacy::audit_target(target.name, inputs, accuracy, options.bootstrap, audit.seed);
-    scores.insert(scores.end(), result.scores.begin(), result.scores.end());
-    raw[target.name] = result.raw;
-    csv += result.csv;
-    exported.add_target(target.name, inputs, result);
-    for (const auto& item : result.refused.items())
-      log::warn("mia: " + target.name + ": " + item.key() +
-                " not computed: " + item.value().get<std::string>());
-    targets[target.name] = Json{{"mean_test_accuracy", accuracy},
-                                {"attacks", result.attacks},
-                                {"refused_attacks", result.refused},
-                                {"attack_notes", result.notes},
-                                {"rmia_a", result.rmia_a}};
+    scored.add(target.name, result);
+    scored.exported.add_target(target.name, inputs, result);
+    scored.targets[target.name] = Json{{"mean_test_accuracy", accuracy},
+                                       {"attacks", result.attacks},
+                                       {"refused_attacks", result.refused},
+                                       {"attack_notes", result.notes},
+                                       {"rmia_a", result.rmia_a}};
   }
+}
+
+// The generators, from their runs' distances (Note [Generator membership]).
+void score_generators(const MiaOptions& options, const LiraAudit& audit,
+                      const std::vector<privacy::MembershipRun>& records, Scored& scored) {
+  for (const auto& target : generator_targets()) {
+    std::vector<at::Tensor> distances;
+    double accuracy_sum = 0;
+    const auto name = target.name + "_distance";
+    for (std::int64_t j = 0; j < audit.runs; ++j) {
+      const auto path = privacy::run_directory(audit.out, "run", j) + "/logits.h5";
+      auto file = io::h5::File::open_read(path);
+      if (!io::h5::exists(file, name)) break;
+      distances.push_back(io::h5::read_tensor(file, name, torch::kFloat32, 1));
+      if (distances.back().size(0) != audit.pool.size())
+        throw Error(path + ": " + name + " holds " + std::to_string(distances.back().size(0)) +
+                    " distances for a pool of " + std::to_string(audit.pool.size()));
+      accuracy_sum += recorded_accuracy(audit, records, j, target.name);
+    }
+    if (static_cast<std::int64_t>(distances.size()) != audit.runs) continue;
+    const double accuracy = accuracy_sum / audit.runs;
+    const auto stored = torch::stack(distances).contiguous();
+    auto result =
+        privacy::audit_generator_target(target.name, stored.to(torch::kFloat64), audit.keep,
+                                        accuracy, options.bootstrap, audit.seed);
+    scored.add(target.name, result);
+    scored.exported.tensors.push_back({target.name + "/distance", stored});
+    scored.exported.tensors.push_back({target.name + "/online_shadows", result.online_shadows});
+    scored.targets[target.name] = Json{{"kind", "generator"},
+                                       {"student", target.student},
+                                       {"mean_test_accuracy", accuracy},
+                                       {"samples", options.generator_samples},
+                                       {"attacks", result.attacks},
+                                       {"refused_attacks", result.refused},
+                                       {"attack_notes", result.notes}};
+  }
+}
+
+// Rank 0: every attack on every target the runs trained; writes scores.h5 and export.h5
+// and returns the targets' figures (and their CSV rows in `csv`).
+Json score_lira(const MiaOptions& options, const LiraAudit& audit,
+                const std::vector<privacy::MembershipRun>& records, std::string& csv,
+                Json& paired) {
+  Scored scored;
+  scored.csv = &csv;
+  scored.scores.push_back({"keep", audit.keep});
+  score_classifiers(options, audit, records, scored);
+  score_generators(options, audit, records, scored);
+  auto& scores = scored.scores;
+  auto& exported = scored.exported;
+  auto& raw = scored.raw;
   privacy::write_tensors(audit.out + "/scores.h5", scores);
   exported.tensors.insert(exported.tensors.begin(),
                           {{"keep", audit.keep},
@@ -527,8 +655,12 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
   // "A leaks less than B": A minus B on the same resampled points (Note [Point
   // bootstrap]); the claim holds where an interval excludes 0.
   paired = Json::object();
-  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
-           {"teacher", "student"}, {"teacher", "student_hard"}, {"teacher_reg", "student"}}) {
+  for (const auto& [a, b] :
+       std::vector<std::pair<std::string, std::string>>{{"teacher", "student"},
+                                                        {"teacher", "student_hard"},
+                                                        {"teacher_reg", "student"},
+                                                        {"student", "student2"},
+                                                        {"generator", "generator2"}}) {
     if (!raw.count(a) || !raw.count(b)) continue;
     Json by_attack = Json::object();
     for (const auto& [attack, a_scores] : raw[a])
@@ -538,7 +670,7 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
                                                          options.bootstrap, audit.seed);
     paired[a + "-" + b] = by_attack;
   }
-  return targets;
+  return scored.targets;
 }
 
 // "[lo, hi]" of a 95 % interval, or "" when none was computed.
@@ -567,21 +699,40 @@ void log_lira(const Json& targets, const Json& paired, const std::string& recipe
         lira.at("tpr_at_1%").get<double>(), range_text(ci.value("tpr_at_1%", Json())).c_str(),
         lira.at("auc").get<double>(), range_text(ci.value("auc", Json())).c_str());
     log::info(line);
-  }
-  for (const auto& pair : paired.items()) {
-    if (!pair.value().contains("lira_online_global")) continue;
-    const auto& d = pair.value().at("lira_online_global");
-    const char* f = "[%+.4f, %+.4f]";
-    char line[320];
+    if (item.value().value("kind", "") != "generator" ||
+        !item.value().at("attacks").contains("gan_leaks_calibrated"))
+      continue;
+    const auto& leaks = item.value().at("attacks").at("gan_leaks_calibrated");
+    const auto& leaks_ci = leaks.at("bootstrap_95");
     std::snprintf(line, sizeof line,
-                  "mia: %s (LiRA online, paired point bootstrap): TPR@0.1%% %+.4f %s  TPR@1%% "
-                  "%+.4f %s  AUC %+.4f %s",
-                  pair.key().c_str(), d.at("tpr_at_0.1%").get<double>(),
-                  range_text(d.at("tpr_at_0.1%_95"), f).c_str(), d.at("tpr_at_1%").get<double>(),
-                  range_text(d.at("tpr_at_1%_95"), f).c_str(), d.at("auc").get<double>(),
-                  range_text(d.at("auc_95"), f).c_str());
+                  "mia: %-12s GAN-Leaks calibrated (%lld samples): TPR@0.1%% %.4f %s  "
+                  "TPR@1%% %.4f %s  AUC %.4f %s",
+                  item.key().c_str(),
+                  static_cast<long long>(item.value().at("samples").get<std::int64_t>()),
+                  leaks.at("tpr_at_0.1%").get<double>(),
+                  range_text(leaks_ci.value("tpr_at_0.1%", Json())).c_str(),
+                  leaks.at("tpr_at_1%").get<double>(),
+                  range_text(leaks_ci.value("tpr_at_1%", Json())).c_str(),
+                  leaks.at("auc").get<double>(), range_text(leaks_ci.value("auc", Json())).c_str());
     log::info(line);
   }
+  for (const auto& pair : paired.items())
+    for (const auto& [attack, label] :
+         {std::pair<const char*, const char*>{"lira_online_global", "LiRA online"},
+          {"gan_leaks_calibrated", "GAN-Leaks calibrated"}}) {
+      if (!pair.value().contains(attack)) continue;
+      const auto& d = pair.value().at(attack);
+      const char* f = "[%+.4f, %+.4f]";
+      char line[320];
+      std::snprintf(line, sizeof line,
+                    "mia: %s (%s, paired point bootstrap): TPR@0.1%% %+.4f %s  TPR@1%% "
+                    "%+.4f %s  AUC %+.4f %s",
+                    pair.key().c_str(), label, d.at("tpr_at_0.1%").get<double>(),
+                    range_text(d.at("tpr_at_0.1%_95"), f).c_str(), d.at("tpr_at_1%").get<double>(),
+                    range_text(d.at("tpr_at_1%_95"), f).c_str(), d.at("auc").get<double>(),
+                    range_text(d.at("auc_95"), f).c_str());
+      log::info(line);
+    }
 }
 
 // The audited recipe in words: runs, members, pool, epochs per step, queries.
@@ -728,6 +879,7 @@ int run_mia(Context& context, const MiaOptions& options) {
     settings["shadow_generator_epochs"] = options.shadow_generator_epochs;
   if (options.shadow_generator_batch > 0)
     settings["shadow_generator_batch"] = options.shadow_generator_batch;
+  if (options.generator_samples != 10000) settings["generator_samples"] = options.generator_samples;
   return run_audit(
       context,
       AuditSteps{audit.out, "run", data_path, audit.runs, settings,

@@ -60,6 +60,13 @@ for key in ("keep_row_sha256", "generator_sha256", "pool_manifest_sha256"):
     values = [r[key] for r in runs]
     assert len(set(values)) == len(values), key + " repeats across runs"
 assert len({r["teacher"]["weights_sha256"] for r in runs}) == len(runs)
+# The generator, attacked black-box (GAN-Leaks) from each run's samples.
+g = mia["targets"]["generator"]
+assert g["kind"] == "generator" and g["samples"] > 0, g.keys()
+for name in ("gan_leaks", "gan_leaks_calibrated", "lira_online_global"):
+    assert 0 <= g["attacks"][name]["auc"] <= 1, name
+assert len({r["generator"]["weights_sha256"] for r in runs}) == len(runs)
+assert all(r["generator"]["weights_sha256"] == r["generator_sha256"] for r in runs)
 with h5py.File(f"{w}/mia/keep.h5", "r") as f:
     keep = f["keep"][...]
     assert (keep.sum(0) == keep.shape[0] // 2).all()
@@ -312,6 +319,45 @@ report = json.load(open(f"{w}/results/report.json"))["runs"][0]
 assert "audit_pool2" in report and "audit_real-val" in report, report.keys()
 PY
 pass "privacy-distillation pipeline: filtered pool, generator 2 on it only, its pool and student, four audits"
+
+# Membership inference against both generators (Note [Generator membership]): each run
+# replays Privacy Distillation on its members; generator 1 and the released generator 2
+# attacked from their samples, paired.
+"${MPIRUN[@]}" -n 2 "$KR" mia --pipeline privacy-distillation --config "$ROOT/configs/tiny.ini" \
+  --workdir "$W" --out "$W/mia-pd" --generator-samples 500 > "$WORK/mia-pd.log" 2>&1 ||
+  { tail -40 "$WORK/mia-pd.log"; fail "kr mia --pipeline privacy-distillation failed"; }
+grep -q "mia: generator2 .*GAN-Leaks calibrated (500 samples)" "$WORK/mia-pd.log" ||
+  fail "generator 2's GAN-Leaks row not printed"
+grep -q "mia: generator-generator2 (GAN-Leaks calibrated, paired" "$WORK/mia-pd.log" ||
+  fail "generator 1 minus generator 2 not printed"
+"$ROOT/tools/mia-recompute" "$W/mia-pd/export.h5" > "$WORK/recompute-pd.log" 2>&1 ||
+  { cat "$WORK/recompute-pd.log"; fail "tools/mia-recompute disagrees with kr on the generators"; }
+grep -q "^generator2 .*gan_leaks_calibrated" "$WORK/recompute-pd.log" ||
+  fail "tools/mia-recompute did not recompute generator 2"
+"$PY" - "$W" <<'PY'
+import json, sys, h5py
+w = sys.argv[1]
+mia = json.load(open(f"{w}/results/mia.json"))
+assert "train-generator" in mia["replay"] and mia["replay"].count("generate") == 3, mia["replay"]
+for name in ("generator", "generator2", "student2"):
+    assert name in mia["targets"], name
+assert mia["targets"]["generator2"]["student"] == "student2"
+assert "gan_leaks_calibrated" in mia["paired"]["generator-generator2"]
+runs = mia["runs_detail"]
+assert all(r["generator"]["weights_sha256"] != r["generator2"]["weights_sha256"] for r in runs)
+# The filtered pool keeps its own --pool-epochs 1 under --shadow-epochs.
+pool = json.load(open(f"{w}/mia-pd/run_0/pool-reid/manifest.json"))
+assert pool["settings"]["pool_epochs"] == 1, pool["settings"].get("pool_epochs")
+# A run's members are rarely a multiple of the classes: the filtered pool rounds its
+# default count (as large as train) up to a class-balanced one.
+members = runs[0]["members"]
+count = pool["settings"]["count_per_regeneration"]
+assert count % 10 == 0 and members <= count < members + 10, (members, count)
+with h5py.File(f"{w}/mia-pd/export.h5", "r") as f:
+    assert f["generator2/distance"].shape == (mia["runs"], mia["pool_size"])
+    assert (f["generator2/distance"][...] > 0).all()
+PY
+pass "kr mia on Privacy Distillation: both generators attacked (GAN-Leaks, LiRA), paired, recomputed"
 
 make_tiny_cifar100 "$WORK/cifar"
 sed "s|^\[prepare\]|[prepare]\nsource = $WORK/cifar\nval-size = 200|" "$ROOT/configs/tiny.ini" > "$WORK/tiny-rgb.ini"

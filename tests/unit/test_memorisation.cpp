@@ -57,6 +57,34 @@ TEST(NearestNeighbours, MatchBruteForceInBothSpacesAcrossBlockEdges) {
               1.0 - std::sqrt(0.5), 1e-7);
 }
 
+TEST(NearestNeighbours, SameClassSearchMatchesBruteForcePerClass) {
+  // GAN-Leaks' distance (Note [Generator membership]): to the nearest sample of the
+  // query's own class only, never a closer one of another class.
+  torch::manual_seed(3);
+  const auto queries = random_images(60, 20);
+  const auto reference = random_images(90, 20);
+  const auto q_labels = torch::randint(0, 3, {60}, torch::kInt64);
+  const auto r_labels = torch::arange(90, torch::kInt64) % 3;
+  const auto found = kr::privacy::nearest_same_class(queries, q_labels, reference, r_labels,
+                                                     Distance::l2, {7, 11});
+  ASSERT_EQ(found.sizes(), (std::vector<std::int64_t>{60}));
+  const auto all = torch::cdist(queries.to(torch::kFloat64), reference.to(torch::kFloat64));
+  for (std::int64_t i = 0; i < 60; ++i) {
+    const auto same = r_labels.eq(q_labels[i]);
+    const double expected = all[i].masked_select(same).min().item<double>();
+    EXPECT_NEAR(found[i].item<double>(), expected, 1e-9) << i;
+  }
+  // A copy of a reference row of its class is at 0; a class without samples is refused.
+  auto copies = reference.narrow(0, 0, 2).clone();
+  const auto copy_found = kr::privacy::nearest_same_class(copies, r_labels.narrow(0, 0, 2),
+                                                          reference, r_labels, Distance::l2);
+  EXPECT_EQ(copy_found[0].item<double>(), 0.0);
+  EXPECT_EQ(copy_found[1].item<double>(), 0.0);
+  EXPECT_THROW(
+      kr::privacy::nearest_same_class(queries, q_labels + 5, reference, r_labels, Distance::l2),
+      kr::Error);
+}
+
 TEST(NearestNeighbours, RefusesBadShapesAndTooLargeK) {
   const auto r = torch::zeros({4, 3});
   EXPECT_THROW(kr::privacy::nearest_neighbours(torch::zeros({2, 5}), r, 1, Distance::l2),

@@ -103,6 +103,25 @@ struct AttackNotes {
 std::vector<std::pair<std::string, at::Tensor>> attack_scores(const AttackInputs& inputs,
                                                               AttackNotes* notes = nullptr);
 
+// Note [Generator membership]
+// GAN-Leaks' full black-box attack (Chen et al. 2020) on a released generator: a real
+// image x is scored by d(x), its distance to the nearest of n images sampled from the
+// generator (kr: L2 in pixels in [0, 1], to the samples of x's own class, as a
+// class-conditional generator lets the attacker ask for x's class). distances (M, P):
+// d of pool point x under run j's generator, the runs of a leave-one-out audit (Note
+// [Leave-one-out LiRA]). Scores (M, P) float64, higher = member:
+// - gan_leaks: -d, the uncalibrated attack;
+// - gan_leaks_calibrated: mean of d over the OUT runs i != j minus d_j: Chen et al.'s
+//   calibration by a reference generator, the other runs' generators not trained on x
+//   as the references;
+// - lira_*: the four LiRA variants on the statistic -log max(d, kDistanceFloor), as
+//   attack_scores fits them on phi (one query).
+// Refused attacks and notes go to `notes` as for attack_scores.
+constexpr double kDistanceFloor = 1e-6;
+std::vector<std::pair<std::string, at::Tensor>> distance_attack_scores(
+    const at::Tensor& distances, const at::Tensor& keep, const std::string& target = "generator",
+    AttackNotes* notes = nullptr);
+
 struct RocSummary {
   double auc = 0.5;
   double balanced_accuracy = 0.5;

@@ -124,5 +124,10 @@ struct TargetAudit {
 };
 TargetAudit audit_target(const std::string& target, const AttackInputs& inputs, double accuracy,
                          int bootstrap, std::uint64_t seed);
+// The same for a generator from its distances (M, P) (Note [Generator membership]);
+// `accuracy`: of the students trained on its pools, for AOP and the table.
+TargetAudit audit_generator_target(const std::string& target, const at::Tensor& distances,
+                                   const at::Tensor& keep, double accuracy, int bootstrap,
+                                   std::uint64_t seed);
 
 }  // namespace kr::privacy

@@ -58,6 +58,12 @@ struct SearchBlocks {
 Neighbours nearest_neighbours(const at::Tensor& queries, const at::Tensor& reference,
                               std::int64_t k, Distance distance, SearchBlocks blocks = {});
 
+// Each query row's distance (n) float64 to its nearest reference row of the same
+// class (labels one per row); a query class with no reference row is an Error.
+at::Tensor nearest_same_class(const at::Tensor& queries, const at::Tensor& query_labels,
+                              const at::Tensor& reference, const at::Tensor& reference_labels,
+                              Distance distance, SearchBlocks blocks = {});
+
 // The floating-point work of nearest_neighbours' screen (2 n m d), for GFLOP/s.
 double screen_flops(std::int64_t queries, std::int64_t reference, std::int64_t dims);
 
