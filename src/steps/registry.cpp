@@ -15,6 +15,7 @@ Step run_step();
 Step status_step();
 Step tune_step();
 Step audit_step();
+Step dp_accountant_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
@@ -22,7 +23,7 @@ const std::vector<Step>& registry() {
       sample_step(),  generate_step(),      distill_step(),
       tune_step(),    mia_step(),           audit_step(),
       report_step(),  bench_step(),         run_step(),
-      status_step()};
+      status_step(),  dp_accountant_step()};
   return steps;
 }
 

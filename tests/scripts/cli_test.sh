@@ -124,4 +124,18 @@ a, b = sections(sys.argv[1]), sections(sys.argv[2])
 assert a == b, (a, b)
 PY
 pass "the shipped-scale audit config trains the shipped recipe"
+# kr dp-accountant: Opacus' published case and its noise search (Note [RDP accountant]).
+out=$("$KR" dp-accountant --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5) ||
+  fail "kr dp-accountant failed"
+"$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); assert abs(r["epsilon"] - 7.32911117143) < 1e-9 and r["steps"] == 2250, r' "$out" ||
+  fail "kr dp-accountant: $out"
+out=$("$KR" dp-accountant --target-epsilon 8 --sample-rate 0.04 --epochs 90 --delta 1e-5) ||
+  fail "kr dp-accountant --target-epsilon failed"
+"$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["noise_multiplier"] == 1.416015625 and r["epsilon"] <= 8 and r["steps"] == 2250, r' "$out" ||
+  fail "kr dp-accountant --target-epsilon: $out"
+if out=$("$KR" dp-accountant --noise-multiplier 1 --sample-rate 0.01 --steps 10 2>&1); then
+  fail "kr dp-accountant without --delta succeeded"
+fi
+grep -q -- "--delta" <<< "$out" || fail "kr dp-accountant without --delta: $out"
+pass "kr dp-accountant: Opacus' epsilon and noise search; a missing delta named"
 echo "cli_test: all passed"
