@@ -30,6 +30,8 @@ enum class Purpose : std::uint64_t {
   mix = 13,
   shadow_drop = 14,
   gan_latent_pair = 15,
+  dp_sampling = 16,
+  dp_noise = 17,
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mixer.
