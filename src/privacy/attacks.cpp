@@ -341,11 +341,23 @@ Named threshold_rows(const AttackInputs& inputs, at::Tensor& p_label) {
 // Offline RMIA of run `target` against `references` (Zarifzadeh et al. 2024): Pr(x) from
 // the references OUT on x with the linear offline correction a; the share of population
 // points z with ratio_x / ratio_z > 1 (gamma = 1). point_p (M, P), pop (M, Z).
+// The mean of a per-run statistic values (M, P) over the reference runs OUT on each point,
+// and how many there were (a point with none has mean 0).
+struct OutMean {
+  at::Tensor mean, count;  // (P), (P)
+};
+OutMean out_mean(const at::Tensor& values, const at::Tensor& keep_f,
+                 const std::vector<std::int64_t>& references) {
+  auto index = torch::tensor(references, torch::kInt64);
+  auto out = 1.0 - keep_f.index_select(0, index);
+  auto count = out.sum(0);
+  return {(values.index_select(0, index) * out).sum(0) / count.clamp_min(1.0), count};
+}
+
 at::Tensor rmia_run(const at::Tensor& point_p, const at::Tensor& pop, const at::Tensor& keep_f,
                     std::int64_t target, const std::vector<std::int64_t>& references, double a) {
   auto index = torch::tensor(references, torch::kInt64);
-  auto out = 1.0 - keep_f.index_select(0, index);
-  auto mean_out = (point_p.index_select(0, index) * out).sum(0) / out.sum(0).clamp_min(1.0);
+  auto mean_out = out_mean(point_p, keep_f, references).mean;
   auto pr_x = 0.5 * (1.0 + a) * mean_out + 0.5 * (1.0 - a);
   auto pr_z = 0.5 * (1.0 + a) * pop.index_select(0, index).mean(0) + 0.5 * (1.0 - a);
   auto ratio_x = point_p[target] / pr_x;
@@ -470,14 +482,13 @@ std::vector<std::pair<std::string, at::Tensor>> distance_attack_scores(const at:
   scores.emplace_back("gan_leaks", -d);
   auto calibrated = torch::zeros_like(d);
   for (std::int64_t j = 0; j < runs; ++j) {
-    auto index = torch::tensor(all_but(runs, j), torch::kInt64);
-    auto out = 1.0 - keep_f.index_select(0, index);
-    if (out.sum(0).eq(0.0).any().item<bool>()) {
+    const auto reference = out_mean(d, keep_f, all_but(runs, j));
+    if (reference.count.eq(0.0).any().item<bool>()) {
       note_once(refused, "gan_leaks_calibrated",
                 "a point has no OUT reference generator among the other runs");
       break;
     }
-    calibrated[j] = (d.index_select(0, index) * out).sum(0) / out.sum(0) - d[j];
+    calibrated[j] = reference.mean - d[j];
   }
   scores.emplace_back("gan_leaks_calibrated", calibrated);
   return kept_scores(std::move(scores), refused, how, target, notes);

@@ -155,18 +155,24 @@ const std::vector<GeneratorTarget>& generator_targets() {
   return targets;
 }
 
-// "<name>_distance" in a run's logits.h5: (P) float32, each pool point's distance to the
-// nearest of n class-balanced samples of the generator of its class (pixels, L2).
-at::Tensor generator_distances(const std::string& directory, const data::ImageSet& pool,
-                               std::int64_t samples, std::uint64_t seed) {
+// A generator attacked: "<name>_distance" in a run's logits.h5, (P) float32, each pool
+// point's distance to the nearest of n class-balanced samples of the generator of its
+// class (pixels, L2); and the sha256 of the weights that sampled them.
+struct GeneratorDistances {
+  at::Tensor distances;
+  std::string weights_sha256;
+};
+GeneratorDistances generator_distances(const std::string& directory, const data::ImageSet& pool,
+                                       std::int64_t samples, std::uint64_t seed) {
   auto loaded = gen::load_generator(directory);
   constexpr std::int64_t kBatch = 250;
   const auto images = gen::sample_range(*loaded.sampler, 0, samples,
                                         seed ^ 0x67616e6c65616b73ull /* "ganleaks" */, kBatch);
   const auto labels = gen::classes_of_range(0, samples, loaded.spec.classes);
-  return privacy::nearest_same_class(pixel_rows(pool.images), pool.labels, pixel_rows(images),
-                                     labels, privacy::Distance::l2)
-      .to(torch::kFloat32);
+  return {privacy::nearest_same_class(pixel_rows(pool.images), pool.labels, pixel_rows(images),
+                                      labels, privacy::Distance::l2)
+              .to(torch::kFloat32),
+          loaded.weights_sha256};
 }
 
 // Writes <run_dir>/data/data.h5 once: train = `rows` of `source`, val as the data set's,
@@ -410,6 +416,10 @@ LiraAudit plan_lira(const Context& context, const MiaOptions& options,
                                             options.run_test, audit.seed, 0x72746573 /* "rtes" */));
   audit.mirror = dataset.info.hflip;
   audit.query_shift = static_cast<int>(options.query_shift);
+  // Checked before any run trains.
+  if (options.generator_samples > 0 && options.generator_samples < dataset.info.classes)
+    throw UsageError("--generator-samples must be 0 or at least one per class (" +
+                     std::to_string(dataset.info.classes) + ")");
   return audit;
 }
 
@@ -452,15 +462,12 @@ bool train_lira_run(Context& context, const MiaOptions& options, const LiraAudit
   for (const auto& target : generator_targets()) {
     const auto directory = run_dir + "/" + target.directory;
     if (options.generator_samples == 0 || !path_exists(directory + "/model.json")) continue;
-    if (options.generator_samples < dataset.info.classes)
-      throw UsageError("--generator-samples must be 0 or at least one per class (" +
-                       std::to_string(dataset.info.classes) + ")");
-    logits.push_back(
-        {target.name + "_distance",
-         generator_distances(directory, audit.pool, options.generator_samples, record.seed)});
+    auto attacked =
+        generator_distances(directory, audit.pool, options.generator_samples, record.seed);
+    logits.push_back({target.name + "_distance", attacked.distances});
     const auto* student = record.target(target.student);
     record.targets.emplace_back(
-        target.name, privacy::RunTarget{sha256_file(directory + "/ema.pt"),
+        target.name, privacy::RunTarget{attacked.weights_sha256,
                                         student ? student->test_accuracy : std::nan("")});
   }
   privacy::write_tensors(run_dir + "/logits.h5", logits);
