@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <stdexcept>
+
 #include "kr/core/error.hpp"
+#include "kr/nn/grad_sample.hpp"
 #include "kr/nn/upsample.hpp"
 
 namespace kr::gen {
@@ -72,7 +75,7 @@ SpectralConvImpl::SpectralConvImpl(std::int64_t in, std::int64_t out, std::int64
   u_ = register_buffer("u", F::normalize(torch::randn({out}), F::NormalizeFuncOptions().dim(0)));
 }
 
-at::Tensor SpectralConvImpl::normalized_weight() {
+SpectralConvImpl::Normalized SpectralConvImpl::normalize() {
   auto matrix = weight_.view({weight_.size(0), -1});
   at::Tensor u;
   at::Tensor v;
@@ -83,13 +86,50 @@ at::Tensor SpectralConvImpl::normalized_weight() {
     if (is_training()) u_.copy_(u);
   }
   const auto sigma = torch::dot(u, torch::mv(matrix, v));
-  return weight_ / sigma;
+  return Normalized{weight_ / sigma, u, v, sigma};
+}
+
+at::Tensor SpectralConvImpl::normalized_weight() {
+  return normalize().weight;
 }
 
 at::Tensor SpectralConvImpl::forward(const at::Tensor& x) {
-  const auto weight = normalized_weight();
-  if (linear_) return F::linear(x, weight, bias_);
-  return F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias_).stride(stride_).padding(padding_));
+  auto normalized = normalize();
+  const auto weight = normalized.weight;
+  if (const auto* recorder = nn::grad_sample::active()) {
+    if (recorder != recorder_) recorded_.clear();
+    recorder_ = recorder;
+    recorded_.push_back(std::move(normalized));
+  }
+  if (linear_) return nn::grad_sample::linear(x, weight, bias_);
+  return nn::grad_sample::conv2d(x, weight, bias_, stride_, padding_);
+}
+
+std::pair<at::Tensor, at::Tensor> SpectralConvImpl::per_sample(
+    nn::grad_sample::Recorder& recorder) {
+  if (recorded_.empty() || recorder_ != &recorder)
+    throw std::logic_error("SpectralConv::per_sample: no forward ran under this recorder");
+  torch::NoGradGuard no_grad;
+  const auto rows = weight_.size(0);
+  const auto w = weight_.detach().reshape({1, rows, -1});
+  at::Tensor weight_grads;
+  for (const auto& normalized : recorded_) {
+    const auto g = recorder.take(normalized.weight);
+    if (!g.defined())
+      throw std::logic_error("SpectralConv::per_sample: a recorded forward had no backward");
+    const auto batch = g.size(0);
+    const auto g3 = g.reshape({batch, rows, -1});
+    const auto sigma = normalized.sigma.detach().item<double>();
+    const auto inner = (g3 * w).sum({1, 2}).view({batch, 1, 1});
+    const auto uv = torch::outer(normalized.u, normalized.v).unsqueeze(0);
+    const auto mapped = g3 / sigma - inner * uv / (sigma * sigma);
+    weight_grads = weight_grads.defined() ? weight_grads + mapped : mapped;
+  }
+  recorded_.clear();
+  recorder_ = nullptr;
+  std::vector<std::int64_t> shape{weight_grads.size(0)};
+  for (auto d : weight_.sizes()) shape.push_back(d);
+  return {weight_grads.reshape(shape), recorder.of(bias_)};
 }
 
 GanDiscriminatorImpl::GanDiscriminatorImpl(const GeneratorSpec& spec) {
@@ -114,7 +154,20 @@ at::Tensor GanDiscriminatorImpl::forward(const at::Tensor& images, const at::Ten
   }
   auto pooled = h.sum({2, 3});
   auto score = head->forward(pooled).squeeze(1);
-  return score + (projection->forward(labels) * pooled).sum(1);
+  return score + (nn::grad_sample::embedding(labels, projection->weight) * pooled).sum(1);
+}
+
+std::vector<at::Tensor> GanDiscriminatorImpl::per_sample(nn::grad_sample::Recorder& recorder) {
+  std::vector<at::Tensor> out;
+  auto add = [&](SpectralConvImpl& layer) {
+    auto [weight, bias] = layer.per_sample(recorder);
+    out.push_back(std::move(weight));
+    out.push_back(std::move(bias));
+  };
+  for (const auto& layer : *convs) add(*layer->as<SpectralConv>());
+  add(*head);
+  out.push_back(recorder.of(projection->weight));
+  return out;
 }
 
 }  // namespace kr::gen

@@ -191,6 +191,16 @@ at::Tensor Recorder::of(const at::Tensor& parameter) const {
   return {};
 }
 
+at::Tensor Recorder::take(const at::Tensor& parameter) {
+  for (auto it = entries_.begin(); it != entries_.end(); ++it)
+    if (it->parameter.unsafeGetTensorImpl() == parameter.unsafeGetTensorImpl()) {
+      auto per_sample = it->per_sample;
+      entries_.erase(it);
+      return per_sample;
+    }
+  return {};
+}
+
 at::Tensor Recorder::norms() const {
   if (entries_.empty()) return torch::zeros({0}, torch::kFloat64);
   auto squares = torch::zeros({batch_}, torch::kFloat64);

@@ -8,6 +8,7 @@
 
 #include "kr/comm/communicator.hpp"
 #include "kr/comm/data_parallel.hpp"
+#include "kr/comm/dp_sgd.hpp"
 #include "kr/comm/shard_range.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/fs.hpp"
@@ -45,6 +46,7 @@ struct BenchOptions {
   std::int64_t d_width = 32;
   std::int64_t latent = 64;
   std::int64_t d_steps = 2;
+  std::int64_t dp_physical_batch = 64;
   std::int64_t unet_width = 32;
   std::int64_t steps = 20;
   double guidance = 2.0;
@@ -61,7 +63,7 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
   // clang-format off
   table
       ("model", &options.model, "resnet20", "network to time: resnet20, gan or ddpm; or audit: kr audit's nearest-neighbour search (--queries x --reference, pixels of --image and --feature-dims features) beside the float32 GEMM rate")
-      ("mode", &options.mode, "train", "train (one optimisation step), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient), infer (resnet20's inference fast path) or distill (resnet20: a student step on a teacher's soft targets, the teacher labelling through the fast path, as kr distill does)")
+      ("mode", &options.mode, "train", "train (one optimisation step), dp-train (gan: the DP-SGD step of Note [DP GAN], a Poisson batch of --batch expected images per rank, sigma 1, C 1), sample (gan, ddpm), eval (resnet20 in eval mode, no gradient), infer (resnet20's inference fast path) or distill (resnet20: a student step on a teacher's soft targets, the teacher labelling through the fast path, as kr distill does)")
       ("batch-per-rank", &options.batch_per_rank, 128, "images per rank per step (weak scaling)").at_least(1)
       ("image", &options.image, "1x28x28", "input C x H x W")
       ("classes", &options.classes, 10, "output classes").at_least(2)
@@ -72,6 +74,7 @@ void add_bench_options(OptionTable& table, BenchOptions& options) {
       ("d-width", &options.d_width, 32, "gan: discriminator base width").at_least(1)
       ("latent", &options.latent, 64, "gan: latent size").at_least(1)
       ("d-steps", &options.d_steps, 2, "gan: discriminator steps per generator step").at_least(1)
+      ("dp-physical-batch", &options.dp_physical_batch, 64, "gan --mode dp-train: per-sample gradients held at once per rank").at_least(1)
       ("unet-width", &options.unet_width, 32, "ddpm: UNet base width c").at_least(1)
       ("steps", &options.steps, 20, "ddpm sampling: DDIM steps (as kr generate --steps)").at_least(1)
       ("guidance", &options.guidance, 2.0, "ddpm sampling: guidance scale (0: no guidance)")
@@ -249,9 +252,22 @@ Timed bench_generator(Context& context, const BenchOptions& options,
   gen::GeneratorHyper hyper;
   hyper.d_steps = options.d_steps;
   hyper.seed = 1;
+  const std::string mode = options.mode;
+  // dp-train: the expected global batch is --batch x ranks, over 20 times as many records.
+  const std::int64_t global = batch * context.comm.size();
+  if (mode == "dp-train") {
+    if (spec.model != "gan") throw UsageError("--mode dp-train needs --model gan");
+    comm::DpSettings dp;
+    dp.records = 20 * global;
+    dp.sample_rate = 1.0 / 20.0;
+    dp.noise = comm::NoiseSource::keyed;
+    dp.seed = 1;
+    hyper.dp = dp;
+    hyper.dp_fake_batch = global;
+    hyper.dp_physical_batch = options.dp_physical_batch;
+  }
   gen::GeneratorUpdate update(context.comm, spec, hyper);
   const auto [g_flops, d_flops] = generator_forward_flops(spec, update);
-  const std::string mode = options.mode;
   Timed timed;
   timed.layout = "nchw";
   timed.images_per_step = static_cast<double>(batch);
@@ -274,6 +290,22 @@ Timed bench_generator(Context& context, const BenchOptions& options,
     }
     timed.seconds =
         time_steps(context, options, [&] { update.step(real, labels, indices, step++); });
+  } else if (mode == "dp-train") {
+    // The same count as train (the per-sample gradients are not counted): the ratio of
+    // the two rows is the DP step's throughput against the non-private one.
+    const double d = static_cast<double>(hyper.d_steps);
+    timed.what = "gan dp-train (d-steps " + std::to_string(hyper.d_steps) + ", physical batch " +
+                 std::to_string(options.dp_physical_batch) + ")";
+    timed.flops_per_image = d * (g_flops + 6.0 * d_flops) + 3.0 * (g_flops + d_flops);
+    torch::manual_seed(3);
+    const auto records = torch::rand({20 * global, spec.channels, spec.height, spec.width}) * 2 - 1;
+    const auto record_labels = torch::arange(20 * global, torch::kInt64).remainder(spec.classes);
+    const auto rows = [&](const std::vector<std::int64_t>& chosen) {
+      const auto index = torch::tensor(chosen, torch::kInt64);
+      return std::make_pair(records.index_select(0, index), record_labels.index_select(0, index));
+    };
+    std::uint64_t step = 0;
+    timed.seconds = time_steps(context, options, [&] { update.dp_step(rows, step++); });
   } else if (mode == "sample") {
     if (spec.model == "gan") {
       timed.what = "gan sample";
@@ -290,7 +322,7 @@ Timed bench_generator(Context& context, const BenchOptions& options,
     timed.seconds =
         time_steps(context, options, [&] { update.sampler().sample(indices, labels, 7); });
   } else {
-    throw UsageError("--mode must be train or sample, got '" + mode + "'");
+    throw UsageError("--mode must be train, dp-train or sample, got '" + mode + "'");
   }
   return timed;
 }

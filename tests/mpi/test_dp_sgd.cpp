@@ -3,9 +3,9 @@
 
 #include <torch/torch.h>
 
+#include "kr/comm/dp_sgd.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/nn/grad_sample.hpp"
-#include "kr/train/dp_sgd.hpp"
 #include "world.hpp"
 
 namespace {
@@ -14,10 +14,10 @@ namespace gs = kr::nn::grad_sample;
 
 // The DP gradient of a linear model's summed loss over `rows` of x, in physical batches of 3.
 at::Tensor dp_gradient(kr::comm::Communicator& comm, const std::vector<std::int64_t>& rows,
-                       const at::Tensor& x, kr::train::DpSettings settings) {
+                       const at::Tensor& x, kr::comm::DpSettings settings) {
   torch::manual_seed(4);
   auto w = torch::randn({4, 6}).requires_grad_();
-  kr::train::DpGradient dp({w}, settings);
+  kr::comm::DpGradient dp({w}, settings);
   for (std::size_t start = 0; start < rows.size(); start += 3) {
     const auto count = std::min<std::size_t>(3, rows.size() - start);
     std::vector<std::int64_t> part(rows.begin() + static_cast<std::ptrdiff_t>(start),
@@ -27,7 +27,7 @@ at::Tensor dp_gradient(kr::comm::Communicator& comm, const std::vector<std::int6
       gs::RecordScope scope(recorder);
       gs::linear(x.index_select(0, torch::tensor(part)), w, at::Tensor()).pow(2).sum().backward();
     }
-    dp.accumulate(recorder);
+    dp.accumulate({recorder.of(w)});
   }
   dp.finish(comm, 5);
   return w.grad().clone();
@@ -39,15 +39,15 @@ TEST(DpSgd, ClippedNoisySumIsTheSameAtAnyRankCount) {
   auto& comm = kr::test::world();
   torch::manual_seed(2);
   const auto x = torch::randn({300, 6}) * 2.0;
-  kr::train::DpSettings settings;
+  kr::comm::DpSettings settings;
   settings.clip = 1.0;
   settings.noise_multiplier = 0.8;
   settings.sample_rate = 0.1;
   settings.records = 300;
-  settings.noise = kr::train::NoiseSource::keyed;
+  settings.noise = kr::comm::NoiseSource::keyed;
   settings.seed = 11;
-  const auto batch = kr::train::poisson_batch(300, 0.1, 11, 5);
-  const auto mine = kr::train::rank_share(batch, comm.rank(), comm.size());
+  const auto batch = kr::comm::poisson_batch(300, 0.1, 11, 5);
+  const auto mine = kr::comm::rank_share(batch, comm.rank(), comm.size());
   const auto spread = dp_gradient(comm, mine, x, settings);
   kr::comm::SelfCommunicator self;
   const auto alone = dp_gradient(self, batch, x, settings);

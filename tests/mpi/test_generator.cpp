@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
@@ -35,8 +36,8 @@ kr::gen::GeneratorSpec small_spec(const std::string& model) {
 }
 
 // Parameters of the model, the EMA and (GAN) the discriminator after 4 steps.
-at::Tensor train(kr::comm::Communicator& communicator, const std::string& model, int rank,
-                 int size, double mode_seeking = 0.0) {
+at::Tensor train(kr::comm::Communicator& communicator, const std::string& model, int rank, int size,
+                 double mode_seeking = 0.0) {
   torch::manual_seed(5);
   auto images = torch::rand({64, 1, 8, 8}) * 2.0 - 1.0;
   auto labels = torch::randint(4, {64}, torch::kInt64);
@@ -80,7 +81,74 @@ void expect_two_ranks_follow_one(const std::string& model, double mode_seeking =
   EXPECT_GT((single.narrow(0, 0, start.numel()) - start).abs().max().item<double>(), 1e-4);
 }
 
+// Note [DP GAN]: 3 DP steps of the GAN (keyed noise) over 64 images at q = 1/4.
+at::Tensor train_dp(kr::comm::Communicator& communicator, double noise_multiplier,
+                    std::int64_t physical_batch) {
+  torch::manual_seed(5);
+  auto images = torch::rand({64, 1, 8, 8}) * 2.0 - 1.0;
+  auto labels = torch::randint(4, {64}, torch::kInt64);
+  kr::gen::GeneratorHyper hyper;
+  hyper.lr = 1e-3;
+  hyper.seed = 11;
+  hyper.bucket_mb = 0.001;
+  kr::comm::DpSettings dp;
+  dp.clip = 0.5;
+  dp.noise_multiplier = noise_multiplier;
+  dp.sample_rate = 0.25;
+  dp.records = 64;
+  dp.noise = kr::comm::NoiseSource::keyed;
+  dp.seed = 11;
+  hyper.dp = dp;
+  hyper.dp_fake_batch = 48;  // dealt evenly to 1, 2 or 3 ranks
+  hyper.dp_physical_batch = physical_batch;
+  kr::gen::GeneratorUpdate update(communicator, small_spec("gan"), hyper);
+  const auto rows = [&](const std::vector<std::int64_t>& indices) {
+    auto index = torch::tensor(indices, torch::kInt64);
+    return std::make_pair(images.index_select(0, index), labels.index_select(0, index));
+  };
+  std::int64_t samples = 0;
+  for (std::uint64_t step = 0; step < 3; ++step) {
+    const auto losses = update.dp_step(rows, step);
+    EXPECT_TRUE(std::isfinite(losses.loss) && std::isfinite(losses.g_loss));
+    samples += update.dp_last_samples();
+  }
+  // 3 steps x 2 d-steps of Poisson batches at q N = 16: this rank's share of ~96.
+  auto total = torch::tensor({static_cast<double>(samples)}, torch::kFloat64);
+  communicator.allreduce(total, kr::comm::ReduceOp::sum);
+  EXPECT_GT(total.item<double>(), 50.0);
+  EXPECT_LT(total.item<double>(), 150.0);
+  return torch::cat({torch::nn::utils::parameters_to_vector(update.model().parameters()),
+                     torch::nn::utils::parameters_to_vector(update.discriminator()->parameters())});
+}
+
 }  // namespace
+
+// The DP step is data-parallel as every other: each rank clips its share of the
+// rank-invariant Poisson batch, the sums are all-reduced and the noise added once, so
+// 2 or 3 ranks (and any physical batch) give 1 rank's parameters.
+TEST(GeneratorUpdate, DpGanStepAtAnyRankCountMatchesOneRank) {
+  auto& comm = kr::test::world();
+  const auto distributed = train_dp(comm, 0.8, 3);
+  kr::comm::SelfCommunicator self;
+  const auto single = train_dp(self, 0.8, 64);
+  const double relative =
+      (distributed - single).abs().max().item<double>() / single.abs().max().item<double>();
+  EXPECT_LT(relative, 1e-4);
+  // The noise is part of the step: without it the parameters differ.
+  EXPECT_GT((train_dp(self, 0.0, 64) - single).abs().max().item<double>(), 1e-4);
+}
+
+TEST(GeneratorUpdate, DpGanRefusesTheDdpmAndAnUnevenFakeBatch) {
+  auto& comm = kr::test::world();
+  kr::gen::GeneratorHyper hyper;
+  hyper.dp = kr::comm::DpSettings{1.0, 1.0, 0.1, 100, kr::comm::NoiseSource::keyed, 0};
+  hyper.dp_fake_batch = 16;
+  EXPECT_THROW(kr::gen::GeneratorUpdate(comm, small_spec("ddpm"), hyper), kr::UsageError);
+  hyper.dp_fake_batch = comm.size() + 1;
+  if (comm.size() > 1) {
+    EXPECT_THROW(kr::gen::GeneratorUpdate(comm, small_spec("gan"), hyper), kr::UsageError);
+  }
+}
 
 TEST(GeneratorUpdate, GanTwoRanksAtHalfBatchMatchOneRankAtFullBatch) {
   expect_two_ranks_follow_one("gan");

@@ -5,10 +5,10 @@
 
 #include <cmath>
 
+#include "kr/comm/dp_sgd.hpp"
 #include "kr/comm/self_communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/nn/grad_sample.hpp"
-#include "kr/train/dp_sgd.hpp"
 
 namespace {
 
@@ -24,20 +24,20 @@ void record_batch(gs::Recorder& recorder, const at::Tensor& w, const at::Tensor&
 }  // namespace
 
 TEST(DpSgd, PoissonBatchesAreKeyedAndOfTheExpectedSize) {
-  const auto a = kr::train::poisson_batch(20000, 0.05, 3, 7);
-  EXPECT_EQ(a, kr::train::poisson_batch(20000, 0.05, 3, 7));
-  EXPECT_NE(a, kr::train::poisson_batch(20000, 0.05, 3, 8));
+  const auto a = kr::comm::poisson_batch(20000, 0.05, 3, 7);
+  EXPECT_EQ(a, kr::comm::poisson_batch(20000, 0.05, 3, 7));
+  EXPECT_NE(a, kr::comm::poisson_batch(20000, 0.05, 3, 8));
   EXPECT_NEAR(static_cast<double>(a.size()), 1000.0, 4 * std::sqrt(1000.0 * 0.95));
   EXPECT_TRUE(std::is_sorted(a.begin(), a.end()));
   // Shares tile the batch for any rank count.
   for (int size : {1, 2, 3}) {
     std::vector<std::int64_t> joined;
     for (int r = 0; r < size; ++r)
-      for (auto i : kr::train::rank_share(a, r, size)) joined.push_back(i);
+      for (auto i : kr::comm::rank_share(a, r, size)) joined.push_back(i);
     std::sort(joined.begin(), joined.end());
     EXPECT_EQ(joined, a) << size;
   }
-  EXPECT_THROW(kr::train::poisson_batch(10, 0.0, 0, 0), kr::UsageError);
+  EXPECT_THROW(kr::comm::poisson_batch(10, 0.0, 0, 0), kr::UsageError);
 }
 
 TEST(DpSgd, EachSampleIsClippedToCAndTheSumScaledByTheExpectedBatch) {
@@ -45,15 +45,15 @@ TEST(DpSgd, EachSampleIsClippedToCAndTheSumScaledByTheExpectedBatch) {
   auto w = torch::randn({3, 5}).requires_grad_();
   auto b = torch::randn({3}).requires_grad_();
   const auto x = torch::randn({8, 5}) * 3.0;
-  kr::train::DpSettings settings;
+  kr::comm::DpSettings settings;
   settings.clip = 0.5;
   settings.noise_multiplier = 0.0;
   settings.sample_rate = 0.1;
   settings.records = 40;  // expected batch 4
-  kr::train::DpGradient dp({w, b}, settings);
+  kr::comm::DpGradient dp({w, b}, settings);
   gs::Recorder recorder;
   record_batch(recorder, w, b, x);
-  const auto norms = dp.accumulate(recorder);
+  const auto norms = dp.accumulate({recorder.of(w), recorder.of(b)});
   ASSERT_EQ(norms.size(0), 8);
   EXPECT_EQ(dp.samples(), 8);
   EXPECT_EQ(dp.clipped(), norms.gt(0.5).sum().item<std::int64_t>());
@@ -72,17 +72,40 @@ TEST(DpSgd, EachSampleIsClippedToCAndTheSumScaledByTheExpectedBatch) {
   EXPECT_EQ(dp.samples(), 0);
 }
 
+// A step with a term that reads no private record (a GAN's fakes) adds the DP sum to the
+// gradient already there; without `add` it replaces it.
+TEST(DpSgd, FinishAddsToAnExistingGradientOnlyWhenAsked) {
+  auto w = torch::zeros({2, 3}).requires_grad_();
+  kr::comm::DpSettings settings;
+  settings.noise_multiplier = 0.0;
+  settings.sample_rate = 0.5;
+  settings.records = 4;  // expected batch 2
+  kr::comm::DpGradient dp({w}, settings);
+  const auto per_sample = torch::full({2, 2, 3}, 0.1);  // norms 0.245: not clipped
+  kr::comm::SelfCommunicator self;
+  w.mutable_grad() = torch::ones({2, 3});
+  dp.accumulate({per_sample});
+  dp.finish(self, 0, /*add=*/true);
+  EXPECT_TRUE(torch::allclose(w.grad(), torch::full({2, 3}, 1.1)));
+  w.mutable_grad() = torch::ones({2, 3});
+  dp.accumulate({per_sample});
+  dp.finish(self, 1);
+  EXPECT_TRUE(torch::allclose(w.grad(), torch::full({2, 3}, 0.1)));
+  // A per-sample gradient of another shape is refused.
+  EXPECT_THROW(dp.accumulate({torch::zeros({2, 3, 2})}), std::logic_error);
+}
+
 TEST(DpSgd, NoiseHasStandardDeviationSigmaCOverTheExpectedBatch) {
   auto w = torch::zeros({200, 100}).requires_grad_();
-  kr::train::DpSettings settings;
+  kr::comm::DpSettings settings;
   settings.clip = 2.0;
   settings.noise_multiplier = 1.5;
   settings.sample_rate = 0.5;
   settings.records = 10;  // expected batch 5: sd 1.5 * 2 / 5 = 0.6
-  settings.noise = kr::train::NoiseSource::keyed;
+  settings.noise = kr::comm::NoiseSource::keyed;
   settings.seed = 9;
   kr::comm::SelfCommunicator self;
-  kr::train::DpGradient keyed({w}, settings);
+  kr::comm::DpGradient keyed({w}, settings);
   keyed.finish(self, 3);  // no samples: the gradient is the noise alone
   const auto first = w.grad().clone();
   EXPECT_NEAR(first.std().item<double>(), 0.6, 0.6 * 0.03);
@@ -91,12 +114,12 @@ TEST(DpSgd, NoiseHasStandardDeviationSigmaCOverTheExpectedBatch) {
   EXPECT_TRUE(torch::equal(w.grad(), first));  // keyed: reproducible
   keyed.finish(self, 4);
   EXPECT_FALSE(torch::equal(w.grad(), first));
-  settings.noise = kr::train::NoiseSource::secure;
-  kr::train::DpGradient secure({w}, settings);
+  settings.noise = kr::comm::NoiseSource::secure;
+  kr::comm::DpGradient secure({w}, settings);
   secure.finish(self, 3);
   EXPECT_FALSE(torch::equal(w.grad(), first));
   EXPECT_NEAR(w.grad().std().item<double>(), 0.6, 0.6 * 0.03);
   EXPECT_TRUE(secure.describe().at("formal_guarantee").get<bool>());
   EXPECT_FALSE(keyed.describe().at("formal_guarantee").get<bool>());
-  EXPECT_THROW(kr::train::noise_source("urandom"), kr::UsageError);
+  EXPECT_THROW(kr::comm::noise_source("urandom"), kr::UsageError);
 }

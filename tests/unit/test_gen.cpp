@@ -13,6 +13,7 @@
 #include "kr/gen/unet.hpp"
 #include "kr/io/png.hpp"
 #include "kr/nn/flops.hpp"
+#include "kr/nn/grad_sample.hpp"
 #include "kr/nn/resnet.hpp"
 #include "kr/nn/serialize.hpp"
 #include "kr/nn/upsample.hpp"
@@ -176,6 +177,55 @@ TEST(Gan, SpectralNormalisationBoundsTheLargestSingularValue) {
   for (int i = 0; i < 30; ++i) layer->normalized_weight();
   auto sigma = std::get<1>(torch::linalg::svd(layer->normalized_weight().detach(), false, {}))[0];
   EXPECT_NEAR(sigma.item<double>(), 1.0, 0.02);
+}
+
+// Note [Spectral per-sample gradients]: the discriminator's per-sample gradients of its
+// stored weights (through W / sigma) equal micro-batches of one, in float64.
+TEST(Gan, DiscriminatorPerSampleGradientsEqualMicroBatchesOfOne) {
+  torch::manual_seed(2);
+  auto spec = spec_for("gan");
+  spec.channels = 1;
+  spec.classes = 5;
+  spec.height = spec.width = 8;
+  kr::gen::GanDiscriminator discriminator(spec);
+  discriminator->to(torch::kFloat64);
+  discriminator->train();
+  for (int i = 0; i < 3; ++i)  // u away from its random start: sigma's gradient matters
+    discriminator->forward(torch::randn({2, 1, 8, 8}, torch::kFloat64), torch::tensor({0, 1}));
+  discriminator->eval();  // u fixed, as in a DP step's real term
+  const auto x = torch::randn({5, 1, 8, 8}, torch::kFloat64);
+  const auto labels = torch::tensor({0, 4, 2, 2, 1}, torch::kInt64);
+  const auto loss = [&](const at::Tensor& images, const at::Tensor& y) {
+    return torch::relu(1.0 - discriminator->forward(images, y)).sum() +
+           discriminator->forward(images, y).pow(2).sum();
+  };
+  kr::nn::grad_sample::Recorder recorder;
+  {
+    kr::nn::grad_sample::RecordScope scope(recorder);
+    loss(x, labels).backward();
+  }
+  const auto per_sample = discriminator->per_sample(recorder);
+  const auto parameters = discriminator->parameters();
+  ASSERT_EQ(per_sample.size(), parameters.size());
+  for (std::size_t k = 0; k < parameters.size(); ++k) {
+    ASSERT_TRUE(per_sample[k].defined()) << k;
+    // The summed per-sample gradients are the batch's own gradient.
+    EXPECT_TRUE(torch::allclose(per_sample[k].sum(0), parameters[k].grad(), 1e-9, 1e-11)) << k;
+  }
+  for (std::int64_t b = 0; b < 5; ++b) {
+    for (auto& p : parameters) p.mutable_grad().zero_();
+    loss(x.narrow(0, b, 1), labels.narrow(0, b, 1)).backward();
+    for (std::size_t k = 0; k < parameters.size(); ++k)
+      EXPECT_TRUE(torch::allclose(per_sample[k][b], parameters[k].grad(), 1e-9, 1e-11))
+          << "sample " << b << ", parameter " << k << " of shape " << parameters[k].sizes();
+  }
+  // A recorder that does not hold the last recorded forward is refused.
+  kr::nn::grad_sample::Recorder again;
+  {
+    kr::nn::grad_sample::RecordScope scope(again);
+    loss(x, labels).backward();
+  }
+  EXPECT_THROW(discriminator->per_sample(recorder), std::logic_error);
 }
 
 TEST(GeneratorFiles, GanAndDdpmRoundTripThroughTheirFiles) {

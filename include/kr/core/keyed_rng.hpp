@@ -11,8 +11,20 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace kr {
+
+// Two independent standard normals by Box-Muller from a source of uniforms in [0, 1)
+// (53 random bits): the keyed streams' normal() and DP-SGD's OS-CSPRNG noise.
+template <class Uniform>
+std::pair<double, double> box_muller(Uniform&& uniform) {
+  double u1 = uniform();
+  while (u1 <= 0.0) u1 = uniform();
+  const double u2 = uniform();
+  const double radius = std::sqrt(-2.0 * std::log(u1));
+  return {radius * std::cos(2.0 * M_PI * u2), radius * std::sin(2.0 * M_PI * u2)};
+}
 
 enum class Purpose : std::uint64_t {
   shuffle = 1,
@@ -76,13 +88,10 @@ class KeyedRng {
       has_spare_ = false;
       return spare_;
     }
-    double u1 = uniform();
-    while (u1 <= 0.0) u1 = uniform();
-    const double u2 = uniform();
-    const double radius = std::sqrt(-2.0 * std::log(u1));
-    spare_ = radius * std::sin(2.0 * M_PI * u2);
+    const auto [first, second] = box_muller([this] { return uniform(); });
+    spare_ = second;
     has_spare_ = true;
-    return radius * std::cos(2.0 * M_PI * u2);
+    return first;
   }
   // Gamma(shape, 1) by Marsaglia and Tsang's squeeze method; shape < 1 boosted
   // through Gamma(shape + 1) * U^(1 / shape).

@@ -12,8 +12,14 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "kr/gen/spec.hpp"
+
+namespace kr::nn::grad_sample {
+class Recorder;
+}
 
 namespace kr::gen {
 
@@ -48,15 +54,38 @@ TORCH_MODULE(GanGenerator);
 
 // Convolution or linear map whose weight is divided by its largest singular
 // value, estimated by one power iteration per training forward (Miyato et al. 2018).
+//
+// Note [Spectral per-sample gradients]
+// For DP-SGD the layer runs through nn::grad_sample, which records the per-sample
+// gradients G_b of the normalised weight W~ = W / sigma. The power iteration's u and v
+// are constants of the forward (no gradient flows through them, as in PyTorch's
+// spectral_norm), so sigma = u^T W v has d sigma / dW = u v^T and the chain rule gives
+// each sample's gradient of the stored W:
+//   dW_b = G_b / sigma - (<G_b, W> / sigma^2) u v^T,
+// with W and G_b viewed as (out, in k k) matrices. per_sample() maps them so, summed over
+// every forward run under the recorder; the bias is used as is.
 class SpectralConvImpl : public torch::nn::Module {
  public:
   // kernel 0: a linear map (x of shape (B, in)); else a 'same'-padded convolution.
   SpectralConvImpl(std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride);
   at::Tensor forward(const at::Tensor& x);
   at::Tensor normalized_weight();
+  // After the backward of a forward run under a grad_sample::RecordScope: the per-sample
+  // gradients (B, ...) of weight and bias (Note [Spectral per-sample gradients]); the
+  // recorder's entry for the normalised weight is taken out.
+  std::pair<at::Tensor, at::Tensor> per_sample(nn::grad_sample::Recorder& recorder);
 
  private:
+  struct Normalized {
+    at::Tensor weight, u, v, sigma;
+  };
+  Normalized normalize();
+
   at::Tensor weight_, bias_, u_;
+  // The forwards run under recorder_ since the last per_sample() (a loss may call the
+  // layer more than once).
+  std::vector<Normalized> recorded_;
+  const nn::grad_sample::Recorder* recorder_ = nullptr;
   std::int64_t stride_, padding_;
   bool linear_;
 };
@@ -67,6 +96,9 @@ class GanDiscriminatorImpl : public torch::nn::Module {
   explicit GanDiscriminatorImpl(const GeneratorSpec& spec);
   // images (B, C, H, W), labels (B) -> scores (B)
   at::Tensor forward(const at::Tensor& images, const at::Tensor& labels);
+  // DP-SGD: after the backward of a forward run under a grad_sample::RecordScope, the
+  // per-sample gradients of parameters(), in its order.
+  std::vector<at::Tensor> per_sample(nn::grad_sample::Recorder& recorder);
 
  private:
   torch::nn::ModuleList convs{nullptr};

@@ -33,6 +33,9 @@ class Recorder {
   void add(const at::Tensor& parameter, const at::Tensor& per_sample);
   // The recorded per-sample gradients of `parameter`, or an undefined tensor.
   at::Tensor of(const at::Tensor& parameter) const;
+  // As of(), and the entry is removed (a layer that maps the gradients of a tensor it
+  // computed, as spectral normalisation's W / sigma, onto its own parameter).
+  at::Tensor take(const at::Tensor& parameter);
   // (B) float64: each sample's gradient norm over every recorded parameter.
   at::Tensor norms() const;
   std::int64_t batch() const { return batch_; }

@@ -1,20 +1,18 @@
-#include "kr/train/dp_sgd.hpp"
+#include "kr/comm/dp_sgd.hpp"
 
 #include <torch/torch.h>
 
 #include <cmath>
 #include <random>
+#include <stdexcept>
+#include <string>
 
 #include "kr/comm/communicator.hpp"
 #include "kr/core/error.hpp"
 #include "kr/core/keyed_rng.hpp"
-#include "kr/nn/grad_sample.hpp"
 
-namespace kr::train {
+namespace kr::comm {
 
-namespace {
-
-// (n) float32 standard normals: the keyed stream of (seed, step) or the OS CSPRNG.
 at::Tensor standard_normals(std::int64_t n, NoiseSource source, std::uint64_t seed,
                             std::uint64_t step, std::uint64_t offset) {
   auto out = torch::empty({n}, torch::kFloat64);
@@ -29,18 +27,13 @@ at::Tensor standard_normals(std::int64_t n, NoiseSource source, std::uint64_t se
       return static_cast<double>(bits >> 11) * 0x1.0p-53;
     };
     for (std::int64_t k = 0; k < n; k += 2) {
-      double u1 = uniform();
-      while (u1 <= 0.0) u1 = uniform();
-      const double radius = std::sqrt(-2.0 * std::log(u1));
-      const double angle = 2.0 * M_PI * uniform();
-      values[k] = radius * std::cos(angle);
-      if (k + 1 < n) values[k + 1] = radius * std::sin(angle);
+      const auto [first, second] = box_muller(uniform);
+      values[k] = first;
+      if (k + 1 < n) values[k + 1] = second;
     }
   }
-  return out.to(torch::kFloat32);
+  return out;
 }
-
-}  // namespace
 
 NoiseSource noise_source(const std::string& name) {
   if (name == "keyed") return NoiseSource::keyed;
@@ -82,24 +75,44 @@ DpGradient::DpGradient(std::vector<at::Tensor> parameters, DpSettings settings)
   for (const auto& p : parameters_) sums_.push_back(torch::zeros_like(p, torch::kFloat32));
 }
 
-at::Tensor DpGradient::accumulate(const nn::grad_sample::Recorder& recorder) {
-  const auto norms = recorder.norms();
-  if (norms.numel() == 0) return norms;
+at::Tensor DpGradient::accumulate(const std::vector<at::Tensor>& per_sample) {
+  if (per_sample.size() != parameters_.size())
+    throw std::logic_error("DpGradient::accumulate: " + std::to_string(per_sample.size()) +
+                           " per-sample gradients for " + std::to_string(parameters_.size()) +
+                           " parameters");
+  std::int64_t batch = -1;
+  at::Tensor squares;
+  for (const auto& g : per_sample) {
+    if (!g.defined()) continue;
+    const auto k = static_cast<std::size_t>(&g - per_sample.data());
+    if (g.dim() != parameters_[k].dim() + 1 || g.sizes().slice(1) != parameters_[k].sizes())
+      throw std::logic_error("DpGradient::accumulate: per-sample gradient " + std::to_string(k) +
+                             " does not have its parameter's shape");
+    if (batch < 0) {
+      batch = g.size(0);
+      squares = torch::zeros({batch}, torch::kFloat64);
+    } else if (g.size(0) != batch) {
+      throw std::logic_error("DpGradient::accumulate: per-sample gradients of different batches");
+    }
+    squares += g.reshape({batch, -1}).to(torch::kFloat64).pow(2).sum(1);
+  }
+  if (batch <= 0) return torch::zeros({0}, torch::kFloat64);
+  const auto norms = squares.sqrt();
   // min(1, C / norm) per sample, one factor over every parameter.
   const auto factors = (settings_.clip / (norms + 1e-12)).clamp_max(1.0).to(torch::kFloat32);
   for (std::size_t k = 0; k < parameters_.size(); ++k) {
-    const auto per_sample = recorder.of(parameters_[k]);
-    if (!per_sample.defined()) continue;
-    std::vector<std::int64_t> shape(static_cast<std::size_t>(per_sample.dim()), 1);
-    shape[0] = per_sample.size(0);
-    sums_[k] += (per_sample.to(torch::kFloat32) * factors.view(shape)).sum(0);
+    const auto& g = per_sample[k];
+    if (!g.defined()) continue;
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(g.dim()), 1);
+    shape[0] = batch;
+    sums_[k] += (g.to(torch::kFloat32) * factors.view(shape)).sum(0);
   }
-  samples_ += norms.size(0);
+  samples_ += batch;
   clipped_ += norms.gt(settings_.clip).sum().item<std::int64_t>();
   return norms;
 }
 
-void DpGradient::finish(comm::Communicator& comm, std::uint64_t step) {
+void DpGradient::finish(Communicator& comm, std::uint64_t step, bool add) {
   const double scale = 1.0 / (settings_.sample_rate * static_cast<double>(settings_.records));
   const double sd = settings_.noise_multiplier * settings_.clip;
   std::uint64_t offset = 0;
@@ -107,12 +120,15 @@ void DpGradient::finish(comm::Communicator& comm, std::uint64_t step) {
     auto& sum = sums_[k];
     if (comm.rank() == 0 && sd > 0.0)
       sum += sd * standard_normals(sum.numel(), settings_.noise, settings_.seed, step, offset)
+                      .to(torch::kFloat32)
                       .view(sum.sizes());
     offset += static_cast<std::uint64_t>(sum.numel());
-    comm.allreduce(sum, comm::ReduceOp::sum);
+    comm.allreduce(sum, ReduceOp::sum);
     auto& parameter = parameters_[k];
     auto gradient = (sum * scale).to(parameter.scalar_type());
-    if (parameter.grad().defined())
+    if (parameter.grad().defined() && add)
+      parameter.mutable_grad().add_(gradient);
+    else if (parameter.grad().defined())
       parameter.mutable_grad().copy_(gradient);
     else
       parameter.mutable_grad() = gradient;
@@ -121,16 +137,20 @@ void DpGradient::finish(comm::Communicator& comm, std::uint64_t step) {
   samples_ = clipped_ = 0;
 }
 
-Json DpGradient::describe() const {
-  return Json{{"clip", settings_.clip},
-              {"noise_multiplier", settings_.noise_multiplier},
-              {"sample_rate", settings_.sample_rate},
-              {"records", settings_.records},
-              {"noise_source", noise_source_name(settings_.noise)},
-              {"formal_guarantee", settings_.noise == NoiseSource::secure},
-              {"note", settings_.noise == NoiseSource::secure
+Json describe(const DpSettings& settings) {
+  return Json{{"clip", settings.clip},
+              {"noise_multiplier", settings.noise_multiplier},
+              {"sample_rate", settings.sample_rate},
+              {"records", settings.records},
+              {"noise_source", noise_source_name(settings.noise)},
+              {"formal_guarantee", settings.noise == NoiseSource::secure},
+              {"note", settings.noise == NoiseSource::secure
                            ? "noise from the operating system's CSPRNG"
                            : "noise from the keyed stream: reproducible, not a formal guarantee"}};
 }
 
-}  // namespace kr::train
+Json DpGradient::describe() const {
+  return comm::describe(settings_);
+}
+
+}  // namespace kr::comm
