@@ -135,6 +135,15 @@ LoadedGenerator load_generator(const std::string& path) {
   nn::load_module(*loaded.model, loaded.weights);
   loaded.weights_sha256 = sha256_file(loaded.weights);
   loaded.sampler = make_sampler(loaded.spec, loaded.model);
+  const std::string dp_path = spec_path.substr(0, spec_path.size() - 10) + "dp.json";
+  loaded.dp = nullptr;
+  if (path_exists(dp_path)) {
+    try {
+      loaded.dp = Json::parse(read_file(dp_path));
+    } catch (const std::exception& error) {
+      throw Error(dp_path + ": cannot parse: " + error.what());
+    }
+  }
   return loaded;
 }
 

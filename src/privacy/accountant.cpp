@@ -161,12 +161,25 @@ Json RdpAccountant::history() const {
   return list;
 }
 
+RdpAccountant RdpAccountant::from_history(const Json& history, const std::string& where) {
+  RdpAccountant accountant;
+  if (!history.is_array()) throw Error(where + ": the DP history is not a list");
+  try {
+    for (const auto& entry : history)
+      accountant.add(entry.at("noise_multiplier").get<double>(),
+                     entry.at("sample_rate").get<double>(), entry.at("steps").get<std::int64_t>());
+  } catch (const Json::exception& error) {
+    throw Error(where + ": a DP history entry is malformed: " + error.what());
+  }
+  return accountant;
+}
+
 double noise_multiplier_for(double target_epsilon, double sample_rate, std::int64_t steps,
-                            double delta, double tolerance) {
+                            double delta, double tolerance, const RdpAccountant& spent) {
   if (!(target_epsilon > 0.0)) throw UsageError("the target epsilon must be above 0");
   if (!(tolerance > 0.0)) throw UsageError("the epsilon tolerance must be above 0");
   const auto epsilon_at = [&](double sigma) {
-    RdpAccountant accountant;
+    RdpAccountant accountant = spent;
     accountant.add(sigma, sample_rate, steps);
     return accountant.spent(delta).epsilon;
   };
@@ -189,6 +202,34 @@ double noise_multiplier_for(double target_epsilon, double sample_rate, std::int6
     }
   }
   return high;
+}
+
+Json student_dp(const StudentCoverage& student) {
+  if (student.generator_dp.is_null()) return nullptr;
+  std::vector<std::string> reasons;
+  if (student.filtered_pool)
+    reasons.push_back(
+        "the pool was filtered with the non-private teacher or against the real train split");
+  if (student.targets != "hard")
+    reasons.push_back("--targets " + student.targets +
+                      ": the targets are the non-private teacher's predictions");
+  if (student.targets == "hard" && student.mixup > 0.0)
+    reasons.push_back(
+        "--mixup with hard targets mixes conditioning labels only, but is not "
+        "covered here");
+  if (student.targets != "hard" && student.hard_weight > 0.0)
+    reasons.push_back("--hard-weight mixes the teacher's targets in");
+  if (student.selects_on_val)
+    reasons.push_back("the epoch was selected on the private val split (use --select last)");
+  Json out{{"covered", reasons.empty()}, {"reasons", reasons}};
+  if (reasons.empty()) {
+    out["epsilon"] = student.generator_dp.at("epsilon");
+    out["delta"] = student.generator_dp.at("delta");
+    out["formal_guarantee"] = student.generator_dp.value("formal_guarantee", false);
+    out["covers"] =
+        "the student: post-processing of the DP generator's samples and conditioning labels";
+  }
+  return out;
 }
 
 }  // namespace kr::privacy

@@ -32,6 +32,8 @@ RunResults load_run(const std::string& workdir) {
   run.mia = read_results(workdir, "mia");
   run.tckr = read_results(workdir, "mia-tckr");
   run.tune = read_results(workdir, "tune");
+  run.generator_dp = read_results(workdir, "generator-dp");
+  run.distill_dp = read_results(workdir, "distill-dp");
   const std::string results = workdir + "/results";
   if (path_exists(results)) {
     std::vector<std::string> names;
@@ -60,8 +62,14 @@ Json summarize_run(const RunResults& run) {
                {"generator", get(run.generator, "model")},
                {"generator_quality", get(run.generator, "quality")},
                {"pool_size", get(run.generate, "total")}};
+  if (!run.distill_dp.is_null())
+    summary["dp_student"] = Json{{"test_accuracy", get(run.distill_dp, "test_accuracy")},
+                                 {"targets", get(run.distill_dp, "targets")},
+                                 {"dp", get(run.distill_dp, "dp")},
+                                 {"generator_dp", get(run.generator_dp, "dp")},
+                                 {"generator_quality", get(run.generator_dp, "quality")}};
   for (const std::string target : {"teacher", "teacher_reg", "student", "student_hard", "student2",
-                                   "generator", "generator2"}) {
+                                   "student_dp", "generator", "generator2", "generator_dp"}) {
     const auto attack = lira(run, target);
     if (attack.is_null()) continue;
     summary["mia_" + target] = Json{
@@ -129,6 +137,24 @@ void accuracy_section(std::ostringstream& html, const RunResults& run, const Jso
   if (summary["gap_points"].is_number())
     html << "<p>Gap: <b>" << number(summary["gap_points"], "%.2f")
          << " points</b> (teacher minus student).</p>\n";
+  if (summary.contains("dp_student")) {
+    // Note [What DP covers]: an epsilon is printed only for a student it covers.
+    const auto& dp_student = summary["dp_student"];
+    const auto& dp = dp_student["dp"];
+    html << "<h3>Differentially private generator</h3>\n<p>Student on the DP generator's "
+            "samples ("
+         << escape(dp_student.value("targets", std::string("-"))) << " targets): test accuracy <b>"
+         << percent(dp_student["test_accuracy"]) << "</b>. ";
+    if (dp.is_object() && dp.value("covered", false))
+      html << "Covered by the generator's (epsilon " << number(dp.at("epsilon"), "%.3g")
+           << ", delta " << number(dp.at("delta"), "%.3g") << ")"
+           << (dp.value("formal_guarantee", false) ? "" : ", keyed noise: not a formal guarantee")
+           << ".</p>\n";
+    else if (dp.is_object())
+      html << "No epsilon for this student: " << escape(dp.at("reasons").dump()) << ".</p>\n";
+    else
+      html << "Its generator was not trained with DP-SGD: no epsilon.</p>\n";
+  }
 }
 
 // "lo to hi" of a 95 % interval in `ci` under `key`, or "-".

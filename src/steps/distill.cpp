@@ -19,6 +19,7 @@
 #include "kr/gen/sampler.hpp"
 #include "kr/io/dataset_file.hpp"
 #include "kr/io/shard.hpp"
+#include "kr/privacy/accountant.hpp"
 #include "kr/report/results.hpp"
 #include "kr/steps/artifacts.hpp"
 #include "kr/steps/classifier_options.hpp"
@@ -48,6 +49,7 @@ struct DistillOptions {
   std::int64_t sample_batch = 0;
   std::string results_name;
   std::string teacher_precision;
+  std::string select;
   ClassifierOptions classifier;
 };
 
@@ -68,6 +70,7 @@ void add_distill_options(OptionTable& table, DistillOptions& options) {
       ("generate-online", &options.generate_online, "when the pool runs out, sample new parts in-process (seeded by global index as `kr generate`)")
       ("teacher-precision", &options.teacher_precision, "auto", "arithmetic of the teacher's labelling forward (Note [Inference precision]): fp32, bf16 (CPUs with AVX512_BF16 or AMX) or auto (bf16 where native); the agreement metric, evaluation and the audit's scores stay fp32")
       ("sample-batch", &options.sample_batch, 0, "online sampling batch (0: the pool's)").at_least(0)
+      ("select", &options.select, "val", "the epoch kept: val (best val accuracy) or last (no selection on the private val split, as a DP-covered student needs: Note [What DP covers])")
       ("results-name", &options.results_name, "distill", "results file stem: <workdir>/results/<name>.json (for ablation runs beside the main one)");
   // clang-format on
   add_classifier_options(table, options.classifier, 0.1, 30);
@@ -100,6 +103,9 @@ class StudentTask final : public train::ClassifierTask {
     settings_.seed = seed();
     settings_.classes = dataset.info.classes;
     regen_every_ = options.regen_every;
+    if (options.select != "val" && options.select != "last")
+      throw UsageError("--select must be val or last, not '" + options.select + "'");
+    select_last_ = options.select == "last";
     if (settings_.temperature <= 0) throw UsageError("--temperature must be positive");
     if (settings_.hard_weight < 0 || settings_.hard_weight > 1)
       throw UsageError("--hard-weight must be in [0, 1]");
@@ -124,6 +130,9 @@ class StudentTask final : public train::ClassifierTask {
   }
 
   std::int64_t dataset_size() const override { return epoch_size_; }
+  std::string selection_metric() const override {
+    return select_last_ ? "epoch_index" : "val_accuracy";
+  }
 
   // Loads the part of the pool epoch `epoch` reads (all ranks hold it in memory).
   void load_part(std::int64_t epoch) {
@@ -193,7 +202,7 @@ class StudentTask final : public train::ClassifierTask {
     return out;
   }
 
-  Json evaluate(std::int64_t) override {
+  Json evaluate(std::int64_t epoch) override {
     // Accuracy, loss and agreement with the teacher in one pass over val.
     const auto val = evaluate_on(dataset_.val, teacher_val_);
     Json metrics{{"val_accuracy", val.accuracy()},
@@ -206,6 +215,7 @@ class StudentTask final : public train::ClassifierTask {
     metrics["teacher_seconds"] = seconds[1].item<double>();
     metrics["student_seconds"] = seconds[2].item<double>();
     metrics["pool_part"] = current_part_;
+    metrics["epoch_index"] = epoch + 1;
     data_seconds_ = teacher_seconds_ = student_seconds_ = 0.0;
     return metrics;
   }
@@ -223,6 +233,7 @@ class StudentTask final : public train::ClassifierTask {
   std::int64_t epoch_size_;
   train::DistillSettings settings_;
   std::int64_t regen_every_ = 1;
+  bool select_last_ = false;
   std::int64_t sample_batch_ = 250;
   std::int64_t current_part_ = -1;
   std::int64_t part_first_ = 0;
@@ -282,6 +293,35 @@ std::unique_ptr<gen::Sampler> online_sampler(const Context& context, const Disti
       generator->model);
 }
 
+// What the pool's DP generator's epsilon covers of this student (Note [What DP covers]).
+Json student_dp(const DistillOptions& options, const io::SyntheticPool& pool) {
+  const auto& settings = pool.manifest().at("settings");
+  privacy::StudentCoverage student;
+  student.generator_dp = settings.value("generator_dp", Json(nullptr));
+  student.targets = options.targets;
+  student.mixup = options.mixup;
+  student.hard_weight = options.hard_weight;
+  student.filtered_pool = !settings.at("filter_tau").is_null() || settings.contains("reid_filter");
+  student.selects_on_val = options.select != "last";
+  return privacy::student_dp(student);
+}
+
+// The student's line on what the generator's epsilon covers of it (Note [What DP covers]).
+void log_dp(const Json& dp) {
+  if (dp.is_null()) return;
+  if (!dp.at("covered").get<bool>()) {
+    log::info("distill: DP: no epsilon for this student: " + dp.at("reasons").dump());
+    return;
+  }
+  char line[200];
+  std::snprintf(
+      line, sizeof line,
+      "distill: DP: the student is covered by the generator's (epsilon %.4g, delta %.3g)%s",
+      dp.at("epsilon").get<double>(), dp.at("delta").get<double>(),
+      dp.at("formal_guarantee").get<bool>() ? "" : " (keyed noise: not a formal guarantee)");
+  log::info(line);
+}
+
 // NaN (null in JSON) without a test split, not an accuracy of 0.
 double test_accuracy(const ClassifierResult& result) {
   return result.test.count > 0 ? result.test.accuracy() : std::nan("");
@@ -331,6 +371,8 @@ Json distill_results(const Context& context, const DistillOptions& options, cons
                Json{{"data", data_s}, {"teacher", teacher_s}, {"student", student_s}}},
               {"images_per_second", outcome.images_per_second},
               {"params_sha256", result.params_sha256},
+              {"select", options.select},
+              {"dp", student_dp(options, pool)},
               {"parts", task.parts()},
               {"history", outcome.history}};
 }
@@ -417,6 +459,9 @@ int run_distill(Context& context, const DistillOptions& options) {
                   100.0 * result.val_accuracy,
                   static_cast<long long>(outcome.best.value("epoch", 0)));
   log::info(line);
+  const auto& dp = results.at("dp");
+  log_dp(dp);
+  record.set("dp", dp);
   record.set("results", Json{{"test_accuracy", test_accuracy(result)},
                              {"teacher_test_accuracy", teacher_test},
                              {"params_sha256", result.params_sha256}});

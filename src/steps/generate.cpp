@@ -417,8 +417,14 @@ int run_generate(Context& context, const GenerateOptions& options) {
   auto sampler = gen::make_sampler(spec, generator.model);
   auto teacher = pool_teacher(context, options, spec);
   const auto reid = reid_filter(context, options, teacher);
-  const auto plan = plan_pool(context, options, spec, generator.weights_sha256,
-                              teacher ? &*teacher : nullptr, reid.get());
+  auto plan = plan_pool(context, options, spec, generator.weights_sha256,
+                        teacher ? &*teacher : nullptr, reid.get());
+  if (!generator.dp.is_null()) {
+    // The pool is post-processing of the DP generator unless a filter read private data
+    // through the (non-private) teacher or the real train split (Note [What DP covers]).
+    plan.settings["generator_dp"] = generator.dp;
+    plan.settings_hash = sha256_string(plan.settings.dump()).substr(0, 16);
+  }
 
   // A rerun must have the same settings (checked before the run record, so a refused
   // rerun leaves a complete pool's record as it was); a crash must not leave a manifest

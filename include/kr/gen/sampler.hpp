@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "kr/core/json.hpp"
 #include "kr/core/keyed_rng.hpp"
 #include "kr/gen/spec.hpp"
 
@@ -63,6 +64,9 @@ struct LoadedGenerator {
   std::string weights_sha256;  // sha256 of that file
   std::shared_ptr<torch::nn::Module> model;
   std::unique_ptr<Sampler> sampler;
+  // The run's DP-SGD record (dp.json beside model.json, Note [DP GAN]); null when the
+  // generator was not trained privately.
+  Json dp;
 };
 // `path`: a train-generator run directory (model.json + ema.pt) or one of its
 // checkpoints (ckpt/step_<S>, whose ema.pt is used). Errors name the file.

@@ -50,6 +50,8 @@ class RdpAccountant {
   PrivacySpent spent(double delta) const;
   // What was added, for run.json: [{noise_multiplier, sample_rate, steps}, ...].
   Json history() const;
+  // An accountant holding `history` (as history() writes it); errors name `where`.
+  static RdpAccountant from_history(const Json& history, const std::string& where);
 
  private:
   struct Entry {
@@ -64,7 +66,33 @@ class RdpAccountant {
 // `target_epsilon`, as Opacus' get_noise_multiplier searches: from 10, doubled until its
 // epsilon is under the target, then bisected from 0 until within `tolerance` under it.
 // An unreachable target (sigma past 2^20 still over it) is a UsageError.
+// `spent`: what was already spent on the same data (PrivImage's semantic query),
+// composed with the steps searched for, so the total stays under the target.
 double noise_multiplier_for(double target_epsilon, double sample_rate, std::int64_t steps,
-                            double delta, double tolerance = 0.01);
+                            double delta, double tolerance = 0.01,
+                            const RdpAccountant& spent = RdpAccountant());
+
+// Note [What DP covers]
+// A generator trained with DP-SGD (Note [DP GAN]) carries its (epsilon, delta) into the
+// pools it samples and the students trained on them only while nothing else reads the
+// private data. A student is covered when (1) its pool is the generator's samples as
+// drawn, not filtered (the confidence filter asks the non-private teacher, the
+// re-identification filter measures against the real train split), (2) its targets are
+// the conditioning labels (--targets hard, no mixup): soft or stored targets are the
+// predictions of the teacher trained on the private data without DP, and (3) its epoch
+// is not chosen on the private val split (--select last). Anything else is refused an
+// epsilon, and the reasons are said. (A DP teacher, its epsilon composed with the
+// generator's, would cover soft targets; kr has none yet.)
+struct StudentCoverage {
+  Json generator_dp;  // null: the pool's generator was not trained privately
+  std::string targets;
+  double mixup = 0.0;
+  double hard_weight = 0.0;
+  bool filtered_pool = false;
+  bool selects_on_val = true;
+};
+// null for a non-private generator; else {"covered", "reasons", and when covered the
+// generator's "epsilon", "delta", "formal_guarantee"}.
+Json student_dp(const StudentCoverage& student);
 
 }  // namespace kr::privacy

@@ -14,7 +14,8 @@ namespace kr::report {
 struct RunResults {
   std::string workdir;
   Json teacher, generator, generate, distill, mia, tckr, tune;
-  Json audits = Json::object();  // results/audit-<name>.json by name (kr audit)
+  Json generator_dp, distill_dp;  // jobs/dp.pipeline: results/generator-dp, distill-dp
+  Json audits = Json::object();   // results/audit-<name>.json by name (kr audit)
 };
 
 // Reads <workdir>/results/*.json; an unparsable file is an error naming it, and a work
