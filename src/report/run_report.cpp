@@ -357,8 +357,14 @@ void memorisation_section(std::ostringstream& html, const RunResults& run) {
           "train</th><th>median to train reference</th><th>median to holdout</th><th>search "
           "(s)</th></tr>";
   std::vector<std::pair<std::string, std::vector<Series>>> curves;
-  for (const auto& [name, audit] : run.audits.items()) {
-    for (const auto& [space, f] : audit.at("spaces").items()) {
+  // Named references, not structured bindings: the lambdas below capture them (C++17,
+  // and clang-tidy 14, cannot capture a structured binding).
+  for (const auto& audit_item : run.audits.items()) {
+    const std::string& name = audit_item.key();
+    const Json& audit = audit_item.value();
+    for (const auto& space_item : audit.at("spaces").items()) {
+      const std::string& space = space_item.key();
+      const Json& f = space_item.value();
       auto median = [&](const char* key) { return number(f.at(key).at(4), "%.4g"); };
       const Json timing = f.value("timing", Json::object());
       html << "<tr><td>" << escape(name) << "</td><td>" << escape(space) << "</td><td>"
