@@ -109,7 +109,7 @@ void add_generator_options(OptionTable& table, GeneratorOptions& options) {
       ("dp-delta", &options.dp_delta, 0.0, "delta of --dp-epsilon (0: 1 / (N ln N), N the train images, as DPImageBench)").range(0, 1)
       ("dp-clip", &options.dp_clip, 1.0, "DP-SGD: per-sample gradient norm bound C").at_least(1e-12)
       ("dp-noise", &options.dp_noise, "secure", "DP-SGD noise source: secure (the OS CSPRNG, a formal guarantee) or keyed (reproducible, not a formal guarantee)")
-      ("dp-physical-batch", &options.dp_physical_batch, 64, "DP-SGD: samples whose per-sample gradients one rank holds at once").at_least(1).operational()
+      ("dp-physical-batch", &options.dp_physical_batch, 64, "DP-SGD: samples whose per-sample gradients one rank holds at once").at_least(1)
       ("public-data", &options.public_data, "", "PrivImage pre-training (Note [Semantic query]): train on this prepared public data set's train images of the classes --selection chose, labelled with the private class that chose them; the private data is not read but for its shape (no selection on its val: the last epoch is kept)")
       ("selection", &options.selection, "", "--public-data: a kr semantic-query run (its selection.json); its epsilon becomes the generator's")
       ("init", &options.init, "", "start from this generator run's weights (generator, EMA and discriminator; fresh optimisers), and compose the privacy it spent (its dp.json) with --dp-epsilon's");
